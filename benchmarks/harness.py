@@ -1,0 +1,88 @@
+"""Shared plumbing for every benchmark script: environment facts, result
+files and Markdown tables. Each `benchmarks/<name>.py` trains, then calls
+`write_results(name, rows, ...)`; nothing else is repeated between them."""
+
+import datetime
+import json
+import os
+import pathlib
+import platform
+import sys
+
+RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+
+
+def environment():
+    """Versions and machine facts recorded with every result file."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    try:
+        import ai_edge_litert
+
+        litert = getattr(ai_edge_litert, "__version__", "installed")
+    except ImportError:
+        litert = None
+    return {
+        "date": datetime.datetime.now(datetime.timezone.utc).isoformat(),
+        "command": " ".join([os.path.basename(sys.executable)] + sys.argv),
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "ai_edge_litert": litert,
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores, "
+        f"{platform.system()} {platform.release()}",
+        "processor": _cpu_model(),
+    }
+
+
+def _cpu_model():
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def markdown_table(rows, columns=None):
+    """Formats a list of dicts as a Markdown table (floats to 4 digits)."""
+    if not rows:
+        return "(no rows)\n"
+    columns = columns or list(rows[0])
+
+    def fmt(v):
+        if isinstance(v, float):
+            return f"{v:.4g}"
+        return "" if v is None else str(v)
+
+    out = ["| " + " | ".join(columns) + " |"]
+    out.append("|" + "|".join("---" for _ in columns) + "|")
+    for r in rows:
+        out.append("| " + " | ".join(fmt(r.get(c)) for c in columns) + " |")
+    return "\n".join(out) + "\n"
+
+
+def write_results(name, rows, budget, notes=None, columns=None):
+    """Writes `results/<name>.json` and `results/<name>.md` and prints the
+    table. `budget` is a dict describing the fixed training budget."""
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    env = environment()
+    payload = {"benchmark": name, "budget": budget, "environment": env,
+               "rows": rows, "notes": notes or []}
+    (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
+    table = markdown_table(rows, columns)
+    md = [f"# {name}", "", "Budget: " + json.dumps(budget), "",
+          f"Command: `{env['command']}`", "",
+          f"Environment: TF {env['tensorflow']}, Keras {env['keras']}, "
+          f"numpy {env['numpy']}, {env['machine']} ({env['processor']}), "
+          f"{env['date']}", "", table]
+    if notes:
+        md += ["", *[f"- {n}" for n in notes]]
+    (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
+    print(table)
+    return payload

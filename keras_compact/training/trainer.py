@@ -1,0 +1,239 @@
+"""`Trainer`: the one `keras.Model` through which techniques are trained."""
+
+import keras
+
+from keras_compact.api_export import keras_compact_export
+from keras_compact.training.technique import Technique
+
+
+def _replicas():
+    """Number of replicas of the current `tf.distribute` strategy (or 1)."""
+    if keras.backend.backend() == "tensorflow":
+        import tensorflow as tf
+
+        return tf.distribute.get_strategy().num_replicas_in_sync
+    return 1
+
+
+def _rescale(value, factor):
+    if factor == 1:
+        return value
+    return keras.ops.multiply(value, keras.ops.cast(factor, value.dtype))
+
+
+@keras_compact_export
+class Trainer(keras.Model):
+    """Trains a compact model with training-time techniques, via `fit`.
+
+    The trainer wraps the user's compact model without copying it: `call`
+    forwards to it, so `evaluate` and `predict` measure exactly the model
+    that ships, and after `fit` the user's model object holds the trained
+    weights. Each technique adds its loss terms (tracked as metrics named
+    after them), may edit gradients and may update its own state after every
+    optimizer step. `strip()` returns the deployable compact model.
+
+    Args:
+        model: the compact `keras.Model` to train (the single source of
+            truth: it is what `strip()` returns and what gets exported).
+        techniques: a list of `keras_compact.Technique` instances, applied in
+            order (e.g. `[Distillation(teacher)]`).
+        **kwargs: passed to `keras.Model` (e.g. `name`).
+
+    Raises:
+        TypeError: if `model` is not a Keras model or a technique is not a
+            `Technique`.
+        ValueError: if two techniques both replace the forward pass, or two
+            techniques declare the same loss term name.
+
+    Example:
+
+    ```python
+    student = keras_compact.models.get_model("tiny_cnn")
+    teacher = ...  # a trained, wider model with the same outputs
+    trainer = keras_compact.Trainer(
+        student, techniques=[keras_compact.Distillation(teacher)]
+    )
+    trainer.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    trainer.fit(train_ds, epochs=5)
+    compact = trainer.strip()  # the user's model, ready to export
+    ```
+    """
+
+    def __init__(self, model, techniques=None, **kwargs):
+        if not isinstance(model, keras.Model):
+            raise TypeError(
+                "Expected `model` to be a `keras.Model`. Received: "
+                f"model={model!r} of type {type(model).__name__}"
+            )
+        techniques = list(techniques or [])
+        for t in techniques:
+            if not isinstance(t, Technique):
+                raise TypeError(
+                    "Expected every element of `techniques` to be a "
+                    "`keras_compact.Technique`. Received: "
+                    f"{t!r} of type {type(t).__name__}"
+                )
+        forward_owners = [
+            t.name for t in techniques if type(t)._overrides("forward")
+        ]
+        if len(forward_owners) > 1:
+            raise ValueError(
+                "At most one technique may replace the forward pass. "
+                f"Received several: {forward_owners}"
+            )
+        kwargs.setdefault("name", f"{model.name}_trainer")
+        super().__init__(**kwargs)
+        self.compact_model = model
+        self.techniques = techniques
+        self._extras = None
+        for t in techniques:
+            t.attach(self)
+        names = ["task_loss"]
+        for t in techniques:
+            for n in t.term_names:
+                if n in names:
+                    raise ValueError(
+                        f"Two loss terms are named {n!r}; give the "
+                        "techniques distinct names."
+                    )
+                names.append(n)
+        self.term_trackers = {n: keras.metrics.Mean(name=n) for n in names}
+
+    # ------------------------------------------------------------------
+    # Forward and loss
+    # ------------------------------------------------------------------
+    def call(self, inputs, training=False):
+        self._extras = None
+        if training:
+            for t in self.techniques:
+                out = t.forward(self, inputs)
+                if out is not None:
+                    y_pred, self._extras = out
+                    return y_pred
+        return self.compact_model(inputs, training=training)
+
+    @property
+    def extras(self):
+        """Extra tensors of the current training forward pass (or None)."""
+        return self._extras
+
+    def task_loss(self, y, y_pred, sample_weight=None):
+        """The compiled loss of the task on `y_pred` (used by techniques)."""
+        if self._compile_loss is None:
+            raise ValueError(
+                "The trainer has no loss: pass `loss=` to `compile()`."
+            )
+        return self._compile_loss(y, y_pred, sample_weight)
+
+    def compute_loss(
+        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
+    ):
+        task = super().compute_loss(
+            x, y, y_pred, sample_weight, training=training
+        )
+        if not training:
+            return task
+        weight = 1.0
+        for t in self.techniques:
+            weight *= t.task_loss_weight
+        # Keras divides the compiled loss by the replica count; the terms
+        # below get the same scale so that the gradients sum correctly, and
+        # the trackers log unscaled values.
+        replicas = _replicas()
+        self.term_trackers["task_loss"].update_state(_rescale(task, replicas))
+        total = task if weight == 1.0 else keras.ops.multiply(weight, task)
+        for t in self.techniques:
+            terms = t.loss_terms(self, x, y, y_pred, sample_weight)
+            for name, value in terms.items():
+                if name not in self.term_trackers:
+                    raise ValueError(
+                        f"Technique {t.name!r} returned the loss term "
+                        f"{name!r} that it did not declare in `term_names` "
+                        f"({list(t.term_names)})."
+                    )
+                value = keras.ops.convert_to_tensor(value)
+                self.term_trackers[name].update_state(value)
+                total = keras.ops.add(total, _rescale(value, 1.0 / replicas))
+        return total
+
+    # ------------------------------------------------------------------
+    # Training step (TensorFlow backend): gradient and post-step hooks
+    # ------------------------------------------------------------------
+    def train_step(self, data):
+        if keras.backend.backend() != "tensorflow":
+            raise NotImplementedError(
+                "keras_compact.Trainer trains with the TensorFlow backend. "
+                f"Received: KERAS_BACKEND={keras.backend.backend()!r}"
+            )
+        import tensorflow as tf
+
+        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
+        with tf.GradientTape() as tape:
+            y_pred = self(x, training=True)
+            loss = self._compute_loss(
+                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                training=True,
+            )
+            batch = tf.shape(keras.tree.flatten(x)[0])[0]
+            self._loss_tracker.update_state(
+                _rescale(loss, _replicas()), sample_weight=batch
+            )
+            scaled = self.optimizer.scale_loss(loss)
+        variables = self.trainable_weights
+        grads = tape.gradient(scaled, variables)
+        for t in self.techniques:
+            grads = t.transform_gradients(self, grads, variables)
+        self.optimizer.apply_gradients(zip(grads, variables))
+        for t in self.techniques:
+            t.after_step(self)
+        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def test_step(self, data):
+        # The technique terms exist only in training: evaluation reports the
+        # compact model's own loss and metrics, nothing else.
+        logs = super().test_step(data)
+        return {k: v for k, v in logs.items() if k not in self.term_trackers}
+
+    def fit(self, *args, **kwargs):
+        for t in self.techniques:
+            t.validate(self)
+        return super().fit(*args, **kwargs)
+
+    # ------------------------------------------------------------------
+    # Deployment and serialization
+    # ------------------------------------------------------------------
+    def strip(self):
+        """Returns the deployable compact model.
+
+        Each technique removes what it added, last applied first. The result
+        is the user's own model object (or an equal plain model), whose
+        inference outputs equal this trainer's `predict`.
+        """
+        model = self.compact_model
+        for t in reversed(self.techniques):
+            model = t.strip(self, model)
+        return model
+
+    def get_config(self):
+        return {
+            "name": self.name,
+            "model": keras.saving.serialize_keras_object(self.compact_model),
+            "techniques": [
+                keras.saving.serialize_keras_object(t)
+                for t in self.techniques
+            ],
+        }
+
+    @classmethod
+    def from_config(cls, config):
+        config = dict(config)
+        model = keras.saving.deserialize_keras_object(config.pop("model"))
+        techniques = [
+            keras.saving.deserialize_keras_object(t)
+            for t in config.pop("techniques", [])
+        ]
+        return cls(model, techniques=techniques, **config)
