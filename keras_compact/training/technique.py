@@ -23,6 +23,9 @@ class Technique(keras.layers.Layer):
       layers and state around `trainer.compact_model`.
     - `validate(trainer)`: at the start of every `fit`: raise a clear error
       for a missing piece instead of failing mid-training.
+    - `callbacks(trainer)`: callbacks the technique needs for coarse events
+      (epoch ends, phase switches); `Trainer.fit` adds them itself, so a
+      user can never forget one.
     - `forward(trainer, x)`: a training forward pass that also returns
       extra tensors (e.g. auxiliary taps). At most one technique of a trainer
       may override it.
@@ -51,6 +54,9 @@ class Technique(keras.layers.Layer):
 
     def validate(self, trainer):
         pass
+
+    def callbacks(self, trainer):
+        return []
 
     def forward(self, trainer, x):
         return None

@@ -201,6 +201,14 @@ class Trainer(keras.Model):
     def fit(self, *args, **kwargs):
         for t in self.techniques:
             t.validate(self)
+        extra = [cb for t in self.techniques for cb in t.callbacks(self)]
+        if extra:
+            # `callbacks` is fit's 6th positional argument.
+            if len(args) > 5:
+                args = list(args)
+                args[5] = list(args[5] or []) + extra
+            else:
+                kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + extra
         return super().fit(*args, **kwargs)
 
     # ------------------------------------------------------------------
