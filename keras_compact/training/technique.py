@@ -49,6 +49,10 @@ class Technique(keras.layers.Layer):
     task_loss_weight = 1.0
     term_names = ()
 
+    def build(self, input_shape=None):
+        # State is created in `__init__` / `attach`, never from call shapes.
+        self.built = True
+
     def attach(self, trainer):
         pass
 

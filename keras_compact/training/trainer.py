@@ -103,6 +103,13 @@ class Trainer(keras.Model):
                 names.append(n)
         self.term_trackers = {n: keras.metrics.Mean(name=n) for n in names}
 
+    def build(self, input_shape=None):
+        # The compact model and the techniques' parts are built in
+        # `__init__`; an unbuilt (subclassed) compact model builds here.
+        if not self.compact_model.built and input_shape is not None:
+            self.compact_model.build(input_shape)
+        self.built = True
+
     # ------------------------------------------------------------------
     # Forward and loss
     # ------------------------------------------------------------------

@@ -1,0 +1,154 @@
+"""Trainer + Technique hooks + Distillation: real training behaviour."""
+
+import keras
+import numpy as np
+import pytest
+
+from keras_compact.training import Distillation, Technique, Trainer
+
+
+def _cnn(width, name, classes=3):
+    i = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(width, 3, padding="same")(i)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(i, keras.layers.Dense(classes)(x), name=name)
+
+
+def _data(n=32, seed=0):
+    rng = np.random.default_rng(seed)
+    return (
+        rng.random((n, 8, 8, 1), dtype=np.float32),
+        rng.integers(0, 3, n),
+    )
+
+
+def _compile(model):
+    model.compile(
+        optimizer=keras.optimizers.SGD(0.05),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    return model
+
+
+def test_trainer_trains_the_users_model_in_place():
+    student = _cnn(4, "student")
+    before = [w.numpy().copy() for w in student.trainable_weights]
+    trainer = _compile(Trainer(student))
+    x, y = _data()
+    history = trainer.fit(x, y, epochs=1, batch_size=8, verbose=0)
+    assert {"loss", "task_loss", "accuracy"} <= set(history.history)
+    after = [w.numpy() for w in student.trainable_weights]
+    assert any(np.abs(a - b).max() > 0 for a, b in zip(after, before))
+    assert trainer.strip() is student
+    np.testing.assert_allclose(
+        trainer.predict(x, verbose=0), student.predict(x, verbose=0),
+        atol=1e-6,
+    )
+
+
+def test_distillation_terms_weights_and_frozen_teacher():
+    teacher, student = _cnn(16, "teacher"), _cnn(4, "student")
+    teacher_before = [w.numpy().copy() for w in teacher.weights]
+    kd = Distillation(teacher, temperature=2.0, alpha=0.75)
+    trainer = _compile(Trainer(student, techniques=[kd]))
+    x, y = _data()
+    history = trainer.fit(x, y, epochs=1, batch_size=32, verbose=0).history
+    # One step: loss == 0.25 * task + distillation term (already weighted).
+    expected = 0.25 * history["task_loss"][0] + history["distillation_loss"][0]
+    assert history["loss"][0] == pytest.approx(expected, rel=1e-5)
+    assert history["distillation_loss"][0] > 0
+    for w, b in zip(teacher.weights, teacher_before):
+        np.testing.assert_array_equal(w.numpy(), b)
+    logs = trainer.evaluate(x, y, verbose=0, return_dict=True)
+    assert "distillation_loss" not in logs and "task_loss" not in logs
+
+
+def test_distillation_value_matches_hand_computation():
+    teacher, student = _cnn(16, "teacher"), _cnn(4, "student")
+    kd = Distillation(teacher, temperature=3.0, alpha=0.5)
+    trainer = Trainer(student, techniques=[kd])
+    x, y = _data(8)
+    terms = kd.loss_terms(trainer, x, y, student(x), None)
+    t, s = teacher(x).numpy() / 3.0, student(x).numpy() / 3.0
+
+    def log_softmax(z):
+        z = z - z.max(-1, keepdims=True)
+        return z - np.log(np.exp(z).sum(-1, keepdims=True))
+
+    lt, ls = log_softmax(t), log_softmax(s)
+    kl = (np.exp(lt) * (lt - ls)).sum(-1).mean() * 9.0
+    assert float(terms["distillation_loss"]) == pytest.approx(0.5 * kl, 1e-5)
+
+
+def test_trainer_save_load_round_trip_without_custom_objects(tmp_path):
+    teacher, student = _cnn(8, "teacher"), _cnn(4, "student")
+    trainer = _compile(Trainer(student, [Distillation(teacher, alpha=0.6)]))
+    x, y = _data()
+    trainer.fit(x, y, epochs=1, batch_size=16, verbose=0)
+    path = tmp_path / "trainer.keras"
+    trainer.save(path)
+    loaded = keras.saving.load_model(path)
+    assert isinstance(loaded, Trainer)
+    assert loaded.techniques[0].alpha == 0.6
+    np.testing.assert_array_equal(
+        loaded.predict(x, verbose=0), trainer.predict(x, verbose=0)
+    )
+    loaded.fit(x, y, epochs=1, batch_size=16, verbose=0)
+
+
+class _CountingTechnique(Technique):
+    term_names = ("counted",)
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.steps = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="steps"
+        )
+        self.validated = 0
+
+    def validate(self, trainer):
+        self.validated += 1
+
+    def callbacks(self, trainer):
+        return [keras.callbacks.LambdaCallback()]
+
+    def loss_terms(self, trainer, x, y, y_pred, sample_weight):
+        return {"counted": keras.ops.zeros(())}
+
+    def transform_gradients(self, trainer, grads, variables):
+        return [keras.ops.zeros_like(g) for g in grads]
+
+    def after_step(self, trainer):
+        self.steps.assign_add(1.0)
+
+
+def test_hooks_run_in_the_compiled_train_step():
+    student = _cnn(4, "student")
+    tech = _CountingTechnique()
+    trainer = _compile(Trainer(student, [tech]))
+    before = [w.numpy().copy() for w in student.trainable_weights]
+    x, y = _data(32)
+    trainer.fit(x, y, epochs=2, batch_size=8, verbose=0)
+    assert float(tech.steps.numpy()) == 8.0
+    assert tech.validated == 1
+    # Zeroed gradients: SGD without momentum leaves the weights unchanged.
+    for w, b in zip(student.trainable_weights, before):
+        np.testing.assert_array_equal(w.numpy(), b)
+
+
+def test_bad_inputs_name_the_argument():
+    with pytest.raises(TypeError, match="model="):
+        Trainer("not a model")
+    with pytest.raises(TypeError, match="techniques"):
+        Trainer(_cnn(4, "s"), techniques=["kd"])
+    with pytest.raises(TypeError, match="teacher="):
+        Distillation(teacher=3)
+    with pytest.raises(ValueError, match="temperature=0"):
+        Distillation(_cnn(4, "t"), temperature=0)
+    with pytest.raises(ValueError, match="alpha=1.5"):
+        Distillation(_cnn(4, "t"), alpha=1.5)
+    with pytest.raises(ValueError, match="shapes"):
+        Trainer(_cnn(4, "s", classes=3), [Distillation(_cnn(4, "t", 5))])
