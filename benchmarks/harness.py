@@ -72,15 +72,28 @@ def write_results(name, rows, budget, notes=None, columns=None):
     table. `budget` is a dict describing the fixed training budget."""
     RESULTS.mkdir(parents=True, exist_ok=True)
     env = environment()
-    payload = {"benchmark": name, "budget": budget, "environment": env,
-               "rows": rows, "notes": notes or []}
+    payload = {
+        "benchmark": name,
+        "budget": budget,
+        "environment": env,
+        "rows": rows,
+        "notes": notes or [],
+    }
     (RESULTS / f"{name}.json").write_text(json.dumps(payload, indent=2))
     table = markdown_table(rows, columns)
-    md = [f"# {name}", "", "Budget: " + json.dumps(budget), "",
-          f"Command: `{env['command']}`", "",
-          f"Environment: TF {env['tensorflow']}, Keras {env['keras']}, "
-          f"numpy {env['numpy']}, {env['machine']} ({env['processor']}), "
-          f"{env['date']}", "", table]
+    md = [
+        f"# {name}",
+        "",
+        "Budget: " + json.dumps(budget),
+        "",
+        f"Command: `{env['command']}`",
+        "",
+        f"Environment: TF {env['tensorflow']}, Keras {env['keras']}, "
+        f"numpy {env['numpy']}, {env['machine']} ({env['processor']}), "
+        f"{env['date']}",
+        "",
+        table,
+    ]
     if notes:
         md += ["", *[f"- {n}" for n in notes]]
     (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")

@@ -6,7 +6,9 @@ import pathlib
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 
-_SHARED = pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+_SHARED = (
+    pathlib.Path(__file__).resolve().parents[1].parent / "shared" / "datasets"
+)
 if "KERAS_COMPACT_DATA_DIR" not in os.environ and _SHARED.is_dir():
     os.environ["KERAS_COMPACT_DATA_DIR"] = str(_SHARED)
 
@@ -15,7 +17,8 @@ import pytest  # noqa: E402
 
 def pytest_configure(config):
     config.addinivalue_line(
-        "markers", "needs_data: needs the real datasets (KERAS_COMPACT_DATA_DIR)"
+        "markers",
+        "needs_data: needs the real datasets (KERAS_COMPACT_DATA_DIR)",
     )
 
 

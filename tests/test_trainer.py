@@ -44,7 +44,8 @@ def test_trainer_trains_the_users_model_in_place():
     assert any(np.abs(a - b).max() > 0 for a, b in zip(after, before))
     assert trainer.strip() is student
     np.testing.assert_allclose(
-        trainer.predict(x, verbose=0), student.predict(x, verbose=0),
+        trainer.predict(x, verbose=0),
+        student.predict(x, verbose=0),
         atol=1e-6,
     )
 

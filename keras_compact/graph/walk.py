@@ -66,7 +66,9 @@ def iter_layers(model, include_self=False):
 
 def _children(layer):
     if is_functional(layer):
-        return [op for op in layer.operations if isinstance(op, keras.layers.Layer)]
+        return [
+            op for op in layer.operations if isinstance(op, keras.layers.Layer)
+        ]
     return list(getattr(layer, "_layers", []))
 
 
@@ -196,9 +198,7 @@ class ModelGraph:
 
     def consumers(self, tensor):
         """The `GraphNode`s that take a symbolic tensor as an input."""
-        return [
-            n for n in self.nodes if any(t is tensor for t in n.inputs)
-        ]
+        return [n for n in self.nodes if any(t is tensor for t in n.inputs)]
 
     def nodes_of(self, layer_or_name):
         """Every call (`GraphNode`) of a layer, given the layer or its name."""

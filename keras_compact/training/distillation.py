@@ -78,16 +78,26 @@ class Distillation(Technique):
         return 1.0 - self.alpha
 
     def attach(self, trainer):
-        student_shapes = [
-            tuple(t.shape[1:]) for t in keras.tree.flatten(
-                trainer.compact_model.outputs
-            )
-        ] if hasattr(trainer.compact_model, "outputs") else None
-        teacher_shapes = [
-            tuple(t.shape[1:]) for t in keras.tree.flatten(self.teacher.outputs)
-        ] if hasattr(self.teacher, "outputs") else None
-        if student_shapes and teacher_shapes and (
-            student_shapes != teacher_shapes
+        student_shapes = (
+            [
+                tuple(t.shape[1:])
+                for t in keras.tree.flatten(trainer.compact_model.outputs)
+            ]
+            if hasattr(trainer.compact_model, "outputs")
+            else None
+        )
+        teacher_shapes = (
+            [
+                tuple(t.shape[1:])
+                for t in keras.tree.flatten(self.teacher.outputs)
+            ]
+            if hasattr(self.teacher, "outputs")
+            else None
+        )
+        if (
+            student_shapes
+            and teacher_shapes
+            and (student_shapes != teacher_shapes)
         ):
             raise ValueError(
                 "The teacher's outputs must have the student's shapes. "

@@ -182,7 +182,10 @@ class Trainer(keras.Model):
         with tf.GradientTape() as tape:
             y_pred = self(x, training=True)
             loss = self._compute_loss(
-                x=x, y=y, y_pred=y_pred, sample_weight=sample_weight,
+                x=x,
+                y=y,
+                y_pred=y_pred,
+                sample_weight=sample_weight,
                 training=True,
             )
             batch = tf.shape(keras.tree.flatten(x)[0])[0]
@@ -215,7 +218,9 @@ class Trainer(keras.Model):
                 args = list(args)
                 args[5] = list(args[5] or []) + extra
             else:
-                kwargs["callbacks"] = list(kwargs.get("callbacks") or []) + extra
+                kwargs["callbacks"] = (
+                    list(kwargs.get("callbacks") or []) + extra
+                )
         return super().fit(*args, **kwargs)
 
     # ------------------------------------------------------------------
@@ -238,8 +243,7 @@ class Trainer(keras.Model):
             "name": self.name,
             "model": keras.saving.serialize_keras_object(self.compact_model),
             "techniques": [
-                keras.saving.serialize_keras_object(t)
-                for t in self.techniques
+                keras.saving.serialize_keras_object(t) for t in self.techniques
             ],
         }
 

@@ -1,0 +1,91 @@
+"""Baselines every technique is compared against: the zoo's tiny models
+trained plainly on real Fashion-MNIST and CIFAR-10 with one fixed budget,
+then exported to float32 and int8 TFLite and verified.
+
+    python benchmarks/zoo_baselines.py [--n-per-class 1000] [--epochs 5]
+
+Writes benchmarks/results/zoo_baselines.{json,md}.
+"""
+
+import argparse
+import os
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import tempfile  # noqa: E402
+
+from harness import write_results  # noqa: E402
+
+from keras_compact import data, export, models, training  # noqa: E402
+from keras_compact.graph import count_macs  # noqa: E402
+
+RUNS = [
+    ("fashion_mnist", "tiny_cnn"),
+    ("fashion_mnist", "mobilenet_v2_tiny"),
+    ("cifar10", "mobilenet_v2_tiny"),
+    ("cifar10", "resnet8"),
+    ("cifar10", "resnet20"),
+]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__)
+    p.add_argument("--n-per-class", type=int, default=1000)
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-verify", type=int, default=500)
+    args = p.parse_args()
+    rows = []
+    for dataset, name in RUNS:
+        splits = data.load_dataset(
+            dataset, n_per_class=args.n_per_class, seed=args.seed
+        )
+        info = splits.info
+        model = models.get_model(
+            name, input_shape=info.input_shape, num_classes=info.num_classes
+        )
+        res = training.train_classifier(
+            model, splits, args.epochs, seed=args.seed, verbose=2
+        )
+        x, y = data.as_numpy(splits.test, limit=args.n_verify)
+        row = {
+            "dataset": dataset,
+            "model": name,
+            "params": model.count_params(),
+            "MACs": count_macs(model),
+            "test_acc": res.test_accuracy,
+            "s_per_epoch": res.seconds / args.epochs,
+            "step_ms": res.median_step_ms,
+        }
+        with tempfile.TemporaryDirectory() as d:
+            for mode in ("float32", "int8"):
+                path = os.path.join(d, f"{name}_{mode}.tflite")
+                export.export_tflite(
+                    model,
+                    path,
+                    quantization=mode,
+                    representative_data=data.representative_images(splits),
+                )
+                r = export.verify_tflite(path, model, x, y)
+                row[f"{mode}_KB"] = r.size_bytes / 1024
+                row[f"{mode}_gzip_KB"] = r.gzip_bytes / 1024
+                row[f"{mode}_ms_1t"] = r.latency_ms_1_thread
+                row[f"{mode}_acc"] = r.tflite_accuracy
+                row[f"{mode}_max_diff"] = r.max_abs_diff
+        rows.append(row)
+        print(row, flush=True)
+    budget = {
+        "train_images": f"{args.n_per_class} per class (stratified), minus "
+        "a 10% validation split",
+        "epochs": args.epochs,
+        "batch_size": 128,
+        "optimizer": "SGD-Nesterov 0.9, lr 0.05 cosine, wd 5e-5",
+        "seed": args.seed,
+        "test_images": "full test set",
+        "tflite_verify_images": args.n_verify,
+    }
+    write_results("zoo_baselines", rows, budget)
+
+
+if __name__ == "__main__":
+    main()

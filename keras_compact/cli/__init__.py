@@ -1,0 +1,1 @@
+"""The `keras-compact` command-line interface."""

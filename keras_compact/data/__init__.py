@@ -1,0 +1,41 @@
+"""Datasets for training tiny models, offline first.
+
+Three named image classification datasets: `"fashion_mnist"`, `"cifar10"`
+and `"digits"` (scikit-learn's 8x8 digits, no files needed).
+
+- `load_arrays(name)`: uint8 NHWC numpy arrays, read from local files
+  (`data_dir`, then `$KERAS_COMPACT_DATA_DIR`, then the Keras cache), and
+  downloaded through `keras.datasets` only with `download=True`.
+- `load_dataset(name, ...)`: stratified, seeded train / validation / test
+  `tf.data` pipelines of float32 images in `[0, 1]`, with light
+  augmentation.
+- `dataset_info(name)`: number of classes, input shape and class names.
+- `representative_images(...)`, `as_numpy(...)`: numpy arrays back out.
+
+Example:
+
+```python
+from keras_compact import data
+
+splits = data.load_dataset("cifar10", n_per_class=100, batch_size=64)
+model.fit(splits.train, validation_data=splits.val, epochs=5)
+model.evaluate(splits.test)
+```
+"""
+
+from keras_compact.data.loaders import DatasetNotFoundError, load_arrays
+from keras_compact.data.numpy_utils import as_numpy, representative_images
+from keras_compact.data.pipeline import DatasetSplits, load_dataset
+from keras_compact.data.registry import DatasetInfo, dataset_info, list_datasets
+
+__all__ = [
+    "DatasetInfo",
+    "DatasetNotFoundError",
+    "DatasetSplits",
+    "as_numpy",
+    "dataset_info",
+    "list_datasets",
+    "load_arrays",
+    "load_dataset",
+    "representative_images",
+]

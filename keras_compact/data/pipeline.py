@@ -1,0 +1,278 @@
+"""`tf.data` pipelines for the named datasets: split, subset, augment, batch.
+
+`load_dataset` turns the arrays of `load_arrays` into train / validation /
+test `tf.data.Dataset`s of `(float32 image in [0, 1], int32 label)` batches.
+Every selection (validation split, per-class subsets) is stratified and made
+after a seeded shuffle, because some sources are sorted by class (the
+CIFAR-10 npz files are). The validation split always comes out of the
+training set; the test set is only ever subset, never mixed in.
+"""
+
+import dataclasses
+import numbers
+
+import numpy as np
+import tensorflow as tf
+
+from keras_compact.data.augmentation import get_augmentation
+from keras_compact.data.loaders import load_arrays
+from keras_compact.data.registry import DatasetInfo, dataset_info, validate_name
+
+
+@dataclasses.dataclass
+class DatasetSplits:
+    """The datasets built by `load_dataset`.
+
+    Args:
+        train: `tf.data.Dataset` of training batches, reshuffled every epoch
+            and augmented when asked.
+        val: `tf.data.Dataset` of validation batches (held out of the
+            training set), or None when `validation_split=0`.
+        test: `tf.data.Dataset` of test batches.
+        info: `DatasetInfo`; its `counts` are the sizes of these splits.
+        train_images: the un-augmented training images, uint8 NHWC, in the
+            (shuffled) order of the split. Used by `representative_images`.
+    """
+
+    train: tf.data.Dataset
+    val: tf.data.Dataset
+    test: tf.data.Dataset
+    info: DatasetInfo
+    train_images: np.ndarray = dataclasses.field(repr=False, default=None)
+
+
+def load_dataset(
+    name,
+    *,
+    batch_size=128,
+    validation_split=0.1,
+    n_per_class=None,
+    augment=True,
+    seed=0,
+    data_dir=None,
+    download=False,
+    test_n_per_class=None,
+):
+    """Builds train, validation and test pipelines for a named dataset.
+
+    Images come out as float32 scaled to `[0, 1]`, NHWC, and labels as int32
+    class indices. The training pipeline is reshuffled every epoch and, with
+    `augment=True`, augmented (CIFAR-10: pad-4 crop and horizontal flip;
+    Fashion-MNIST: pad-2 crop; digits: nothing). Everything random derives
+    from `seed`: two calls with the same arguments give the same batches.
+
+    Per class `c` with `n_c` training examples, the validation split holds
+    `v_c = round(validation_split * n_c)` examples (at least 1) and the
+    training split the other `n_c - v_c`. With `n_per_class`, the training
+    split holds exactly `n_per_class` examples of each class and the
+    validation split keeps the same proportion,
+    `v_c = round(n_per_class * validation_split / (1 - validation_split))`
+    (at least 1). Both are drawn after a seeded shuffle and are disjoint.
+
+    Args:
+        name: one of `"fashion_mnist"`, `"cifar10"`, `"digits"`.
+        batch_size: positive int, the batch size of all three pipelines.
+        validation_split: float in `[0, 1)`, the fraction of the training
+            examples held out for validation. `0` gives `val=None`.
+        n_per_class: optional positive int, the number of training examples
+            of each class to keep (for fast runs and few-shot experiments).
+        augment: whether to augment the training pipeline.
+        seed: non-negative int seeding the split, the subsets, the
+            per-epoch shuffle and the augmentation.
+        data_dir: optional folder holding the dataset files; see
+            `load_arrays` for the search order.
+        download: whether `keras.datasets` may download missing files.
+        test_n_per_class: optional positive int: evaluate on a stratified
+            subset of the test set with this many examples of each class.
+
+    Returns:
+        A `DatasetSplits` with `train`, `val`, `test` and `info`.
+
+    Raises:
+        ValueError: if `name` is unknown or an argument is out of range
+            (including asking for more examples of a class than exist).
+        TypeError: if `augment` or `download` is not a bool, or `data_dir`
+            is not a path.
+        DatasetNotFoundError: (a `FileNotFoundError`) if the files cannot
+            be found; see `load_arrays`.
+
+    Example:
+
+    >>> splits = load_dataset("digits", batch_size=32, n_per_class=20)
+    >>> splits.info.counts
+    {'train': 200, 'val': 20, 'test': 360}
+    >>> x, y = next(iter(splits.train))
+    >>> x.shape, x.dtype, y.dtype
+    (TensorShape([32, 8, 8, 1]), tf.float32, tf.int32)
+    """
+    validate_name(name)
+    _check_int(batch_size, "batch_size", minimum=1)
+    _check_split(validation_split)
+    _check_int(n_per_class, "n_per_class", minimum=1, allow_none=True)
+    _check_int(test_n_per_class, "test_n_per_class", minimum=1, allow_none=True)
+    _check_bool(augment, "augment")
+    _check_int(seed, "seed", minimum=0)
+    info = dataset_info(name)
+
+    (x_train, y_train), (x_test, y_test) = load_arrays(
+        name, data_dir=data_dir, download=download
+    )
+    rng = np.random.default_rng([seed, 0])
+    train_idx, val_idx = _stratified_split(
+        y_train, info.num_classes, validation_split, n_per_class, rng
+    )
+    if test_n_per_class is not None:
+        test_rng = np.random.default_rng([seed, 1])
+        test_idx, _ = _stratified_split(
+            y_test,
+            info.num_classes,
+            0.0,
+            test_n_per_class,
+            test_rng,
+            argument="test_n_per_class",
+        )
+
+    train_images = x_train[train_idx]
+    train = _train_pipeline(
+        train_images,
+        y_train[train_idx],
+        batch_size,
+        augment=get_augmentation(name) if augment else None,
+        seed=seed,
+    )
+    val = None
+    if val_idx is not None:
+        val = _eval_pipeline(x_train[val_idx], y_train[val_idx], batch_size)
+    if test_n_per_class is not None:
+        x_test, y_test = x_test[test_idx], y_test[test_idx]
+    test = _eval_pipeline(x_test, y_test, batch_size)
+    counts = {
+        "train": len(train_idx),
+        "val": 0 if val_idx is None else len(val_idx),
+        "test": len(y_test),
+    }
+    return DatasetSplits(
+        train=train,
+        val=val,
+        test=test,
+        info=dataclasses.replace(info, counts=counts),
+        train_images=train_images,
+    )
+
+
+def _stratified_split(
+    labels,
+    num_classes,
+    validation_split,
+    n_per_class,
+    rng,
+    argument="n_per_class",
+):
+    """Returns shuffled `(train_indices, val_indices or None)`."""
+    order = rng.permutation(len(labels))
+    shuffled = labels[order]
+    train_parts, val_parts = [], []
+    for c in range(num_classes):
+        idx = order[shuffled == c]
+        available = len(idx)
+        if n_per_class is None:
+            n_val = min(_n_val(validation_split, available), available - 1)
+            n_val = max(n_val, 0)
+            n_train = available - n_val
+        else:
+            n_train = n_per_class
+            n_val = _n_val(
+                validation_split,
+                n_per_class / (1 - validation_split),
+            )
+            if n_train + n_val > available:
+                needed = f"{n_train}"
+                if n_val:
+                    needed += f" (+ {n_val} for validation)"
+                raise ValueError(
+                    f"Expected `{argument}` to be at most the number of "
+                    f"examples of each class: class {c} has {available}, "
+                    f"{needed} were asked for. "
+                    f"Received: {argument}={n_per_class}"
+                )
+        val_parts.append(idx[:n_val])
+        train_parts.append(idx[n_val : n_val + n_train])
+    # Shuffle again so that the splits are not ordered by class.
+    train_idx = rng.permutation(np.concatenate(train_parts))
+    if not validation_split:
+        return train_idx, None
+    return train_idx, rng.permutation(np.concatenate(val_parts))
+
+
+def _n_val(validation_split, total):
+    if not validation_split:
+        return 0
+    return max(1, int(np.floor(validation_split * total + 0.5)))
+
+
+def _scale(images, labels):
+    return tf.cast(images, tf.float32) / 255.0, labels
+
+
+def _train_pipeline(x, y, batch_size, augment, seed):
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
+    if augment is not None:
+        # One fresh random value per example and per epoch; the stateless
+        # image ops then make each example's augmentation reproducible.
+        noise = tf.data.Dataset.random(
+            seed=seed, rerandomize_each_iteration=True
+        )
+        ds = tf.data.Dataset.zip((ds, noise))
+        seed_t = tf.constant(seed, tf.int64)
+
+        def _augment(example, r):
+            image, label = example
+            return augment(image, tf.stack([r, seed_t])), label
+
+        ds = ds.map(_augment, num_parallel_calls=tf.data.AUTOTUNE)
+    ds = ds.batch(batch_size).map(_scale, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _eval_pipeline(x, y, batch_size):
+    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
+    ds = ds.batch(batch_size).map(_scale, num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.prefetch(tf.data.AUTOTUNE)
+
+
+def _check_int(value, argument, minimum, allow_none=False):
+    if value is None and allow_none:
+        return
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Integral)
+        or value < minimum
+    ):
+        kind = "a positive int" if minimum == 1 else f"an int >= {minimum}"
+        if allow_none:
+            kind += " or None"
+        raise ValueError(
+            f"Expected `{argument}` to be {kind}. "
+            f"Received: {argument}={value!r}"
+        )
+
+
+def _check_split(value):
+    if (
+        isinstance(value, bool)
+        or not isinstance(value, numbers.Real)
+        or not 0 <= value < 1
+    ):
+        raise ValueError(
+            "Expected `validation_split` to be a float in [0, 1). "
+            f"Received: validation_split={value!r}"
+        )
+
+
+def _check_bool(value, argument):
+    if not isinstance(value, bool):
+        raise TypeError(
+            f"Expected `{argument}` to be a bool. "
+            f"Received: {argument}={value!r}"
+        )
