@@ -81,7 +81,7 @@ def test_distillation_value_matches_hand_computation():
 
     lt, ls = log_softmax(t), log_softmax(s)
     kl = (np.exp(lt) * (lt - ls)).sum(-1).mean() * 9.0
-    assert float(terms["distillation_loss"]) == pytest.approx(0.5 * kl, 1e-5)
+    assert float(terms["distillation_loss"]) == pytest.approx(0.5 * kl, 1e-4)
 
 
 def test_trainer_save_load_round_trip_without_custom_objects(tmp_path):
