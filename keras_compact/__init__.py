@@ -1,3 +1,30 @@
-"""keras_compact: train tiny Keras models better, ship them unchanged."""
+"""keras_compact: train tiny Keras models better, ship them unchanged.
+
+Training-time techniques wrap the user's compact model in a `Trainer` and
+are stripped exactly for deployment:
+
+- `Distillation`: knowledge distillation from a wider teacher.
+
+Subpackages: `data` (offline-first datasets), `models` (tiny model zoo),
+`graph` (the graph-walking core, params and MACs), `training` (the trainer
+and the standard recipe), `export` (verified TFLite export), `callbacks`.
+
+Importing `keras_compact` registers every public class with Keras, so saved
+`.keras` files load with `keras.saving.load_model` and no `custom_objects`.
+"""
+
+from keras_compact import callbacks, data, graph, models, training
+from keras_compact.training import Distillation, Technique, Trainer
 
 __version__ = "0.1.0"
+
+__all__ = [
+    "Distillation",
+    "Technique",
+    "Trainer",
+    "callbacks",
+    "data",
+    "graph",
+    "models",
+    "training",
+]

@@ -5,10 +5,7 @@ import time
 import keras
 import numpy as np
 
-from keras_compact.api_export import keras_compact_export
 
-
-@keras_compact_export
 class StepTimer(keras.callbacks.Callback):
     """Records the wall-clock duration of every training batch.
 

@@ -1,7 +1,19 @@
-"""The trainer model and the technique extension point."""
+"""The trainer model, the technique extension point and the standard recipe."""
 
 from keras_compact.training.distillation import Distillation
+from keras_compact.training.recipe import (
+    TrainResult,
+    make_optimizer,
+    train_classifier,
+)
 from keras_compact.training.technique import Technique
 from keras_compact.training.trainer import Trainer
 
-__all__ = ["Distillation", "Technique", "Trainer"]
+__all__ = [
+    "Distillation",
+    "Technique",
+    "TrainResult",
+    "Trainer",
+    "make_optimizer",
+    "train_classifier",
+]
