@@ -1,0 +1,311 @@
+"""Running `.tflite` files: `load_interpreter` and `run_tflite`.
+
+Interpreters are tried in this order: `ai_edge_litert` (LiteRT, the
+maintained one), `tflite_runtime`, then `tf.lite.Interpreter` (deprecated).
+Falling back is never silent: a warning names the backend used and why the
+preferred one was skipped, and the backend name is returned.
+
+Files holding sparse tensors (`EXPERIMENTAL_SPARSITY`) are refused by the
+default XNNPack delegate in some modes; by default (`use_default_delegates=
+None`) `run_tflite` runs them with
+`OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES`.
+"""
+
+import os
+import warnings
+
+import numpy as np
+
+BACKENDS = ("ai_edge_litert", "tflite_runtime", "tf.lite")
+
+DELEGATES_DEFAULT = "default delegates (XNNPack)"
+DELEGATES_NONE = (
+    "no default delegates (BUILTIN_WITHOUT_DEFAULT_DELEGATES): "
+    "sparse tensors are refused by XNNPack"
+)
+
+
+def _import_backend(backend):
+    """Returns `(Interpreter class, OpResolverType enum)` of a backend."""
+    if backend == "ai_edge_litert":
+        from ai_edge_litert import interpreter as module
+
+        return module.Interpreter, module.OpResolverType
+    if backend == "tflite_runtime":
+        from tflite_runtime import interpreter as module
+
+        return module.Interpreter, module.OpResolverType
+    import tensorflow as tf
+
+    return tf.lite.Interpreter, tf.lite.experimental.OpResolverType
+
+
+def _create(backend, path, num_threads, use_default_delegates):
+    cls, resolver = _import_backend(backend)
+    kind = (
+        resolver.AUTO
+        if use_default_delegates
+        else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
+    )
+    return cls(
+        model_path=os.fspath(path),
+        num_threads=num_threads,
+        experimental_op_resolver_type=kind,
+    )
+
+
+def has_sparse_tensors(interpreter):
+    """Whether an interpreter's model stores tensors in a sparse format."""
+    return any(
+        t.get("sparsity_parameters") for t in interpreter.get_tensor_details()
+    )
+
+
+def _open(path, num_threads=1, use_default_delegates=None, backend=None):
+    """Returns `(interpreter, backend, used_default_delegates)`, allocated."""
+    if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
+        raise FileNotFoundError(
+            f"Expected `path` to be an existing .tflite file. "
+            f"Received: path={path!r}"
+        )
+    if (
+        isinstance(num_threads, bool)
+        or not isinstance(num_threads, int)
+        or num_threads < 1
+    ):
+        raise ValueError(
+            "Expected `num_threads` to be a positive int. "
+            f"Received: num_threads={num_threads!r}"
+        )
+    if use_default_delegates not in (None, True, False):
+        raise ValueError(
+            "Expected `use_default_delegates` to be True, False or None "
+            f"(automatic). Received: "
+            f"use_default_delegates={use_default_delegates!r}"
+        )
+    if backend is not None and backend not in BACKENDS:
+        raise ValueError(
+            f"Expected `backend` to be one of {BACKENDS} or None. "
+            f"Received: backend={backend!r}"
+        )
+    candidates = BACKENDS if backend is None else (backend,)
+    failures = []
+    interpreter = None
+    for name in candidates:
+        try:
+            interpreter = _create(
+                name, path, num_threads, use_default_delegates is not False
+            )
+        except (ImportError, AttributeError) as e:  # missing or broken
+            failures.append(f"{name}: {type(e).__name__}: {e}")
+            continue
+        backend = name
+        break
+    if interpreter is None:
+        raise ImportError(
+            "No TFLite interpreter could be created. Install "
+            "`ai-edge-litert`. Tried: " + "; ".join(failures)
+        )
+    if failures:
+        warnings.warn(
+            f"Running {os.fspath(path)!r} with the {backend!r} interpreter; "
+            "preferred ones failed: " + "; ".join(failures),
+            stacklevel=3,
+        )
+    use_defaults = use_default_delegates
+    if use_defaults is None:
+        use_defaults = not has_sparse_tensors(interpreter)
+        if not use_defaults:
+            interpreter = _create(backend, path, num_threads, False)
+    try:
+        interpreter.allocate_tensors()
+    except RuntimeError as e:
+        if use_defaults and "delegate" in str(e):
+            raise RuntimeError(
+                f"The default delegate (XNNPack) refused {path!r}: "
+                f"{str(e).rstrip('. ')}. "
+                "Sparse models (sparsity=True) must run without it: pass "
+                "use_default_delegates=False (or None, automatic)."
+            ) from e
+        raise
+    return interpreter, backend, use_defaults
+
+
+def load_interpreter(
+    path, num_threads=1, use_default_delegates=True, backend=None
+):
+    """Loads a `.tflite` file into an allocated interpreter.
+
+    Backends are tried in the order `"ai_edge_litert"`, `"tflite_runtime"`,
+    `"tf.lite"`. If the first cannot be imported or created, a warning says
+    which one is used instead and why.
+
+    Args:
+        path: path of the `.tflite` file.
+        num_threads: positive int, the number of CPU threads. Defaults to 1.
+        use_default_delegates: True to let the interpreter apply its default
+            delegate (XNNPack on CPU); False for
+            `OpResolverType.BUILTIN_WITHOUT_DEFAULT_DELEGATES` (needed by
+            files converted with `sparsity=True`, which XNNPack may refuse);
+            None to decide from the file (no default delegates when it holds
+            sparse tensors). Defaults to True.
+        backend: None (the fallback order above), or one of
+            `"ai_edge_litert"`, `"tflite_runtime"`, `"tf.lite"` to use that
+            one only.
+
+    Returns:
+        A tuple `(interpreter, backend)`: the interpreter, with tensors
+        allocated, and the name of the backend used.
+
+    Raises:
+        FileNotFoundError: if `path` is not an existing file.
+        ValueError: if an argument is invalid.
+        RuntimeError: if the default delegate refuses the model.
+        ImportError: if no interpreter is installed.
+
+    Example:
+
+    ```python
+    interpreter, backend = load_interpreter("model.tflite", num_threads=2)
+    ```
+    """
+    interpreter, backend, _ = _open(
+        path, num_threads, use_default_delegates, backend
+    )
+    return interpreter, backend
+
+
+def quantize_input(x, detail):
+    """Converts float inputs to an integer input tensor's type."""
+    dtype = np.dtype(detail["dtype"])
+    if not np.issubdtype(dtype, np.integer):
+        return np.asarray(x, dtype)
+    scale, zero_point = detail["quantization"]
+    if scale == 0:
+        raise ValueError(
+            f"Input tensor {detail['name']!r} is {dtype.name} without "
+            "quantization parameters (scale=0); cannot quantize float inputs."
+        )
+    info = np.iinfo(dtype)
+    q = np.round(np.asarray(x, np.float32) / scale + zero_point)
+    return np.clip(q, info.min, info.max).astype(dtype)
+
+
+def dequantize_output(q, detail):
+    """Converts an integer output tensor to float32 (unchanged if float)."""
+    dtype = np.dtype(detail["dtype"])
+    scale, zero_point = detail["quantization"]
+    if not np.issubdtype(dtype, np.integer) or scale == 0:
+        return q
+    return (q.astype(np.float32) - zero_point) * np.float32(scale)
+
+
+def _prepare_batch1(interpreter):
+    """Resizes the single input to batch 1 if needed; returns its detail."""
+    inputs = interpreter.get_input_details()
+    if len(inputs) != 1:
+        raise ValueError(
+            "Only single-input models are supported. Received: a model "
+            f"with {len(inputs)} inputs"
+        )
+    detail = inputs[0]
+    if detail["shape"][0] != 1:
+        shape = list(detail["shape"])
+        shape[0] = 1
+        interpreter.resize_tensor_input(detail["index"], shape)
+        interpreter.allocate_tensors()
+        detail = interpreter.get_input_details()[0]
+    return detail
+
+
+def run_interpreter(interpreter, x):
+    """Runs an allocated interpreter on a batch, one example at a time.
+
+    Returns a float array (one output) or a list of them, with integer
+    outputs dequantized.
+    """
+    detail = _prepare_batch1(interpreter)
+    x = np.asarray(x)
+    if x.ndim != len(detail["shape"]) or tuple(x.shape[1:]) != tuple(
+        detail["shape"][1:]
+    ):
+        raise ValueError(
+            "Expected `x` to be a batch of inputs of shape "
+            f"(n, {', '.join(str(d) for d in detail['shape'][1:])}). "
+            f"Received: x with shape {x.shape}"
+        )
+    xq = quantize_input(x, detail)
+    outputs = interpreter.get_output_details()
+    results = [[] for _ in outputs]
+    for i in range(len(xq)):
+        interpreter.set_tensor(detail["index"], xq[i : i + 1])
+        interpreter.invoke()
+        for out, res in zip(outputs, results):
+            res.append(interpreter.get_tensor(out["index"]).copy())
+    arrays = [
+        dequantize_output(np.concatenate(res), out)
+        if res
+        else np.zeros((0,) + tuple(out["shape"][1:]), np.float32)
+        for out, res in zip(outputs, results)
+    ]
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
+def run_tflite(
+    path, x, num_threads=1, use_default_delegates=None, backend=None
+):
+    """Runs a `.tflite` file on a batch of inputs.
+
+    Examples are run one at a time at batch size 1 (the deployment case,
+    and safe for files whose ops do not accept other batch sizes). Integer
+    (int8) inputs are quantized from float `x`, and integer outputs
+    dequantized, with each tensor's scale and zero point: the result is
+    comparable to the Keras model's outputs whatever the file's I/O types.
+
+    Args:
+        path: path of a single-input `.tflite` file.
+        x: float numpy array, a batch of inputs `(n, ...)`.
+        num_threads: positive int, CPU threads. Defaults to 1.
+        use_default_delegates: see `load_interpreter`. Defaults to None:
+            default delegates unless the file holds sparse tensors.
+        backend: see `load_interpreter`. Defaults to None.
+
+    Returns:
+        A float numpy array `(n, ...)`, or a list of them for several
+        outputs (in the interpreter's output order).
+
+    Raises:
+        ValueError: if the model has several inputs or `x` has the wrong
+            shape.
+
+    Example:
+
+    ```python
+    logits = run_tflite("model_int8.tflite", x_test[:100])
+    ```
+    """
+    interpreter, _, _ = _open(path, num_threads, use_default_delegates, backend)
+    return run_interpreter(interpreter, x)
+
+
+def infer_quantization(interpreter):
+    """Guesses the quantization mode of a loaded `.tflite` model.
+
+    Returns:
+        A tuple `(quantization, int8_io)`: one of `"float32"`, `"float16"`,
+        `"dynamic_range"`, `"int8"`, and whether the input is an integer.
+    """
+    input_dtype = np.dtype(interpreter.get_input_details()[0]["dtype"])
+    int_io = bool(np.issubdtype(input_dtype, np.integer))
+    dtypes = {np.dtype(t["dtype"]) for t in interpreter.get_tensor_details()}
+    try:
+        ops = {op["op_name"] for op in interpreter._get_ops_details()}
+    except Exception:
+        ops = set()
+    if int_io or "QUANTIZE" in ops:
+        return "int8", int_io
+    if np.dtype(np.float16) in dtypes:
+        return "float16", False
+    if np.dtype(np.int8) in dtypes or np.dtype(np.uint8) in dtypes:
+        return "dynamic_range", False
+    return "float32", False

@@ -1,0 +1,289 @@
+"""`verify_tflite` and `export_and_verify`: check a `.tflite` file against
+its Keras model, and measure its size and latency."""
+
+import gzip
+import os
+import statistics
+import time
+
+import numpy as np
+
+from keras_compact.export.interpreter import (
+    DELEGATES_DEFAULT,
+    DELEGATES_NONE,
+    _open,
+    _prepare_batch1,
+    has_sparse_tensors,
+    infer_quantization,
+    quantize_input,
+    run_interpreter,
+)
+from keras_compact.export.report import ExportReport
+from keras_compact.export.tflite import (
+    QUANTIZATIONS,
+    deployable_model,
+    export_tflite,
+)
+
+
+def verify_tflite(
+    path,
+    model,
+    x,
+    y=None,
+    latency_runs=50,
+    warmup_runs=5,
+    quantization=None,
+    use_default_delegates=None,
+):
+    """Compares a `.tflite` file with its Keras model and measures it.
+
+    Both run on the same inputs `x`; integer (int8) outputs are dequantized
+    before comparison, so the difference is in logit units whatever the
+    file's I/O types. If `model` has a `strip()` method, `model.strip()` is
+    the reference, as in `export_tflite`.
+
+    Files with sparse tensors are run without the default XNNPack delegate
+    (`BUILTIN_WITHOUT_DEFAULT_DELEGATES`), which refuses them in some modes;
+    `report.delegates` records which was used, `report.backend` which
+    interpreter.
+
+    Args:
+        path: the `.tflite` file.
+        model: the Keras model it was converted from (or an object with a
+            `strip()` method).
+        x: float numpy array, a batch of inputs `(n, ...)`.
+        y: optional labels for accuracy: integer class ids `(n,)` or
+            `(n, 1)`, or one-hot `(n, classes)`.
+        latency_runs: positive int, the number of timed runs at batch 1 for
+            each thread count. Defaults to 50.
+        warmup_runs: int >= 0, untimed runs before timing. Defaults to 5.
+        quantization: the mode the file was converted with; None to infer
+            it from the file's tensor types. Defaults to None.
+        use_default_delegates: see `load_interpreter`; None (the default)
+            decides from the file.
+
+    Returns:
+        An `ExportReport`.
+
+    Raises:
+        TypeError: if `model` is not a `keras.Model` (nor strips to one).
+        ValueError: if `x` is empty, `y` does not match it, or
+            `latency_runs` is not a positive int.
+
+    Example:
+
+    ```python
+    export_tflite(model, "m.tflite", "int8", representative_data=x_train)
+    report = verify_tflite("m.tflite", model, x_test, y_test)
+    print(report)
+    report.save("m.json")
+    ```
+    """
+    model = deployable_model(model)
+    if (
+        isinstance(latency_runs, bool)
+        or not isinstance(latency_runs, int)
+        or latency_runs < 1
+    ):
+        raise ValueError(
+            "Expected `latency_runs` to be a positive int. "
+            f"Received: latency_runs={latency_runs!r}"
+        )
+    if quantization is not None and quantization not in QUANTIZATIONS:
+        raise ValueError(
+            f"Expected `quantization` to be one of {QUANTIZATIONS} or None. "
+            f"Received: quantization={quantization!r}"
+        )
+    x = np.asarray(x, np.float32)
+    if x.ndim == 0 or len(x) == 0:
+        raise ValueError(
+            "Expected `x` to be a non-empty batch of inputs. "
+            f"Received: x with shape {x.shape}"
+        )
+
+    interpreter, backend, used_defaults = _open(path, 1, use_default_delegates)
+    inferred, int8_io = infer_quantization(interpreter)
+    sparse = has_sparse_tensors(interpreter)
+    tflite_out = run_interpreter(interpreter, x)
+    keras_out = model.predict(x, batch_size=64, verbose=0)
+    tflite_out = _as_list(tflite_out)
+    keras_out = _as_list(keras_out)
+    if len(tflite_out) != len(keras_out):
+        raise ValueError(
+            f"The .tflite file has {len(tflite_out)} outputs and the Keras "
+            f"model {len(keras_out)}. Received: path={path!r}"
+        )
+    max_abs_diff = max(
+        float(
+            np.max(
+                np.abs(
+                    np.asarray(t, np.float32).reshape(np.shape(k))
+                    - np.asarray(k, np.float32)
+                )
+            )
+        )
+        for t, k in zip(tflite_out, keras_out)
+    )
+
+    agreement = tflite_acc = keras_acc = None
+    t_cls, k_cls = _classes(tflite_out[0]), _classes(keras_out[0])
+    if t_cls is not None:
+        agreement = float(np.mean(t_cls == k_cls))
+        if y is not None:
+            labels = _labels(y, len(x))
+            tflite_acc = float(np.mean(t_cls == labels))
+            keras_acc = float(np.mean(k_cls == labels))
+
+    sample = x[:1]
+    latency_1 = _latency_ms(interpreter, sample, latency_runs, warmup_runs)
+    interpreter_2, _, _ = _open(path, 2, used_defaults, backend)
+    latency_2 = _latency_ms(interpreter_2, sample, latency_runs, warmup_runs)
+
+    with open(path, "rb") as f:
+        data = f.read()
+    return ExportReport(
+        path=os.fspath(path),
+        quantization=quantization or inferred,
+        int8_io=int8_io,
+        sparse=sparse,
+        num_params=int(model.count_params()),
+        size_bytes=len(data),
+        gzip_bytes=len(gzip.compress(data, compresslevel=9)),
+        num_samples=len(x),
+        max_abs_diff=max_abs_diff,
+        top1_agreement=agreement,
+        tflite_accuracy=tflite_acc,
+        keras_accuracy=keras_acc,
+        latency_ms_1_thread=latency_1,
+        latency_ms_2_threads=latency_2,
+        backend=backend,
+        delegates=DELEGATES_DEFAULT if used_defaults else DELEGATES_NONE,
+    )
+
+
+def export_and_verify(
+    model,
+    directory,
+    quantizations=("float32", "int8"),
+    x=None,
+    y=None,
+    representative_data=None,
+    int8_io=False,
+    sparsity=False,
+    num_calibration=200,
+    latency_runs=50,
+):
+    """Exports a model in several quantization modes and verifies each.
+
+    Files are named `{model.name}_{quantization}.tflite` in `directory`.
+
+    Args:
+        model: a `keras.Model` (or an object with a `strip()` method).
+        directory: output folder, created if needed.
+        quantizations: modes to export, among `"float32"`, `"float16"`,
+            `"dynamic_range"`, `"int8"`. Defaults to `("float32", "int8")`.
+        x: float numpy array of evaluation inputs (required).
+        y: optional labels for accuracy.
+        representative_data: calibration inputs, required when `"int8"` is
+            among `quantizations` (see `export_tflite`).
+        int8_io: bool, int8 inputs and outputs for the `"int8"` file.
+        sparsity: bool, sparse storage for every file.
+        num_calibration: see `export_tflite`.
+        latency_runs: see `verify_tflite`.
+
+    Returns:
+        A list of `ExportReport`, in the order of `quantizations`.
+
+    Raises:
+        ValueError: if `x` is None or `quantizations` is empty, and the
+            errors of `export_tflite` and `verify_tflite`.
+
+    Example:
+
+    ```python
+    reports = export_and_verify(
+        model, "out", ("float32", "float16", "int8"), x=x_test, y=y_test,
+        representative_data=x_train[:200])
+    print(format_reports(reports))
+    ```
+    """
+    model = deployable_model(model)
+    if x is None:
+        raise ValueError(
+            "Expected `x`, a batch of evaluation inputs to compare the "
+            "files with the Keras model. Received: x=None"
+        )
+    if isinstance(quantizations, str):
+        quantizations = (quantizations,)
+    quantizations = tuple(quantizations)
+    if not quantizations:
+        raise ValueError(
+            "Expected at least one quantization mode. "
+            f"Received: quantizations={quantizations!r}"
+        )
+    reports = []
+    for quantization in quantizations:
+        path = os.path.join(
+            os.fspath(directory), f"{model.name}_{quantization}.tflite"
+        )
+        export_tflite(
+            model,
+            path,
+            quantization=quantization,
+            representative_data=representative_data,
+            int8_io=int8_io and quantization == "int8",
+            sparsity=sparsity,
+            num_calibration=num_calibration,
+        )
+        reports.append(
+            verify_tflite(
+                path,
+                model,
+                x,
+                y,
+                latency_runs=latency_runs,
+                quantization=quantization,
+            )
+        )
+    return reports
+
+
+def _as_list(outputs):
+    if isinstance(outputs, dict):
+        return [outputs[k] for k in sorted(outputs)]
+    if isinstance(outputs, (list, tuple)):
+        return list(outputs)
+    return [outputs]
+
+
+def _classes(outputs):
+    outputs = np.asarray(outputs)
+    if outputs.ndim < 2 or outputs.shape[-1] < 2:
+        return None
+    return np.argmax(outputs.reshape(len(outputs), -1), axis=-1)
+
+
+def _labels(y, n):
+    y = np.asarray(y)
+    if len(y) != n:
+        raise ValueError(
+            f"Expected `y` to have one label per input ({n}). "
+            f"Received: y with shape {y.shape}"
+        )
+    if y.ndim == 2 and y.shape[1] > 1:
+        return np.argmax(y, axis=-1)
+    return y.reshape(n).astype(np.int64)
+
+
+def _latency_ms(interpreter, sample, runs, warmup):
+    detail = _prepare_batch1(interpreter)
+    interpreter.set_tensor(detail["index"], quantize_input(sample, detail))
+    for _ in range(warmup):
+        interpreter.invoke()
+    times = []
+    for _ in range(runs):
+        t0 = time.perf_counter()
+        interpreter.invoke()
+        times.append((time.perf_counter() - t0) * 1e3)
+    return float(statistics.median(times))
