@@ -13,7 +13,7 @@ Importing `keras_compact` registers every public class with Keras, so saved
 `.keras` files load with `keras.saving.load_model` and no `custom_objects`.
 """
 
-from keras_compact import callbacks, data, graph, models, training
+from keras_compact import callbacks, data, export, graph, models, training
 from keras_compact.training import Distillation, Technique, Trainer
 
 __version__ = "0.1.0"
@@ -24,6 +24,7 @@ __all__ = [
     "Trainer",
     "callbacks",
     "data",
+    "export",
     "graph",
     "models",
     "training",
