@@ -11,9 +11,11 @@ import pathlib
 
 # The demo's fixed budget: it finishes in a few minutes on 2 CPU cores.
 STUDENT = "tiny_cnn"
+STUDENT_KWARGS = {"width_multiplier": 0.5}
 TEACHER = "tiny_cnn"
-TEACHER_KWARGS = {"width_multiplier": 4.0}
+TEACHER_KWARGS = {"width_multiplier": 2.0}
 DEFAULT_EPOCHS = 4
+DEFAULT_N_PER_CLASS = 2500
 N_VERIFY = 1000
 
 
@@ -26,7 +28,7 @@ def run_demo(args):
     splits = data.load_dataset(
         args.dataset,
         batch_size=args.batch_size,
-        n_per_class=args.n_per_class,
+        n_per_class=args.n_per_class or DEFAULT_N_PER_CLASS,
         seed=args.seed,
         data_dir=args.data_dir,
         download=args.download,
@@ -65,10 +67,10 @@ def run_demo(args):
         return result
 
     teacher = run("teacher", build(TEACHER, **TEACHER_KWARGS)).model
-    run("student plain", build(STUDENT))
+    run("student plain", build(STUDENT, **STUDENT_KWARGS))
     kd = run(
         "student + KD",
-        build(STUDENT),
+        build(STUDENT, **STUDENT_KWARGS),
         techniques=[training.Distillation(teacher)],
     )
     student = kd.trainer.strip()

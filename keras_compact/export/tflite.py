@@ -6,8 +6,10 @@ written to a temporary directory, then `tf.lite.TFLiteConverter
 Keras 3 models it silently produces NaN outputs.
 """
 
+import contextlib
 import numbers
 import os
+import sys
 import tempfile
 
 import keras
@@ -46,6 +48,36 @@ def deployable_model(model):
             f"model={model!r} of type {type(model).__name__}"
         )
     return model
+
+
+class _CapturedLog:
+    def __init__(self, file):
+        self._file = file
+
+    def text(self):
+        self._file.flush()
+        self._file.seek(0)
+        return self._file.read().decode("utf-8", "replace")[-20000:]
+
+
+@contextlib.contextmanager
+def _native_log_captured():
+    """Sends the converter's native (C++) log lines to a temporary file.
+
+    The converter prints dozens of INFO lines per model on file descriptor
+    2. They are kept and shown only if the conversion fails; Python's own
+    warnings and errors are unaffected.
+    """
+    sys.stderr.flush()
+    saved = os.dup(2)
+    with tempfile.TemporaryFile() as f:
+        os.dup2(f.fileno(), 2)
+        try:
+            yield _CapturedLog(f)
+        finally:
+            sys.stderr.flush()
+            os.dup2(saved, 2)
+            os.close(saved)
 
 
 def export_tflite(
@@ -166,7 +198,10 @@ def export_tflite(
             model, representative_data, num_calibration
         )
 
-    with tempfile.TemporaryDirectory(prefix="keras_compact_") as tmp:
+    with (
+        tempfile.TemporaryDirectory(prefix="keras_compact_") as tmp,
+        _native_log_captured() as native_log,
+    ):
         saved_model = os.path.join(tmp, "saved_model")
         model.export(saved_model, format="tf_saved_model", verbose=False)
         converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
@@ -188,7 +223,13 @@ def export_tflite(
             if int8_io:
                 converter.inference_input_type = tf.int8
                 converter.inference_output_type = tf.int8
-        flatbuffer = converter.convert()
+        try:
+            flatbuffer = converter.convert()
+        except Exception as e:
+            raise RuntimeError(
+                f"TFLite conversion failed ({quantization}). Converter "
+                f"log:\n{native_log.text()}"
+            ) from e
 
     parent = os.path.dirname(os.fspath(path))
     if parent:

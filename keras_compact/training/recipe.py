@@ -151,6 +151,7 @@ def train_classifier(
         epochs=epochs,
         callbacks=[timer, *(callbacks or [])],
         verbose=verbose,
+        shuffle=False,  # the pipeline reshuffles; Keras cannot for tf.data
     )
     seconds = time.perf_counter() - start
     logs = trainer.evaluate(splits.test, verbose=0, return_dict=True)

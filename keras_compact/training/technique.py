@@ -28,7 +28,7 @@ class Technique(keras.layers.Layer):
       user can never forget one.
     - `forward(trainer, x)`: a training forward pass that also returns
       extra tensors (e.g. auxiliary taps). At most one technique of a trainer
-      may override it.
+      may override it, unless the others set `forward_optional`.
     - `loss_terms(trainer, x, y, y_pred, sample_weight)`: the technique's
       weighted loss terms, a dict `{name: scalar}`; each is tracked as a
       metric of that name.
@@ -44,10 +44,16 @@ class Technique(keras.layers.Layer):
             technique lowers it); the product over techniques is used.
         term_names: names of the loss terms `loss_terms` returns, declared
             up front so that their metrics exist before tracing.
+        forward_optional: `True` when the technique's `forward` only saves
+            work (e.g. returns taps computed in the same pass) and its
+            `loss_terms` copes when `trainer.extras` is not its own: another
+            technique may then own the forward pass, and this `forward` is
+            skipped.
     """
 
     task_loss_weight = 1.0
     term_names = ()
+    forward_optional = False
 
     def build(self, input_shape=None):
         # State is created in `__init__` / `attach`, never from call shapes.

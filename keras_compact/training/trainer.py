@@ -77,9 +77,12 @@ class Trainer(keras.Model):
                     "`keras_compact.Technique`. Received: "
                     f"{t!r} of type {type(t).__name__}"
                 )
-        forward_owners = [
-            t.name for t in techniques if type(t)._overrides("forward")
+        forwards = [
+            i for i, t in enumerate(techniques)
+            if type(t)._overrides("forward")
         ]
+        required = [i for i in forwards if not techniques[i].forward_optional]
+        forward_owners = [techniques[i].name for i in required]
         if len(forward_owners) > 1:
             raise ValueError(
                 "At most one technique may replace the forward pass. "
@@ -90,6 +93,9 @@ class Trainer(keras.Model):
         self.compact_model = model
         self.techniques = techniques
         self._extras = None
+        # Techniques whose `forward` runs: the one that must own the forward
+        # pass, else those whose forward is optional (first non-None wins).
+        self._forward_index = tuple(required or forwards)
         for t in techniques:
             t.attach(self)
         names = ["task_loss"]
@@ -102,6 +108,10 @@ class Trainer(keras.Model):
                     )
                 names.append(n)
         self.term_trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        if model.built:
+            # Everything is built already: `fit` callbacks that need a built
+            # model (BackupAndRestore) work before the first batch.
+            self.built = True
 
     def build(self, input_shape=None):
         # The compact model and the techniques' parts are built in
@@ -116,8 +126,8 @@ class Trainer(keras.Model):
     def call(self, inputs, training=False):
         self._extras = None
         if training:
-            for t in self.techniques:
-                out = t.forward(self, inputs)
+            for i in self._forward_index:
+                out = self.techniques[i].forward(self, inputs)
                 if out is not None:
                     y_pred, self._extras = out
                     return y_pred
@@ -129,12 +139,35 @@ class Trainer(keras.Model):
         return self._extras
 
     def task_loss(self, y, y_pred, sample_weight=None):
-        """The compiled loss of the task on `y_pred` (used by techniques)."""
+        """The compiled loss of the task on `y_pred` (used by techniques).
+
+        With several outputs, Keras' compiled loss also records each output's
+        loss in the per-output metrics it logs (`<output>_loss`). A
+        technique's extra prediction (an auxiliary or augmented head) must
+        not pollute them, so it is scored by an untracked copy of the
+        compiled loss (same losses and loss weights).
+        """
         if self._compile_loss is None:
             raise ValueError(
                 "The trainer has no loss: pass `loss=` to `compile()`."
             )
-        return self._compile_loss(y, y_pred, sample_weight)
+        if not keras.tree.is_nested(y_pred):
+            return self._compile_loss(y, y_pred, sample_weight)
+        cached = getattr(self, "_untracked_loss", None)
+        if cached is None or cached[0] != id(self._compile_loss):
+            from keras.src.trainers.compile_utils import CompileLoss
+
+            cl = self._compile_loss
+            cached = (
+                id(cl),
+                CompileLoss(
+                    cl._user_loss,
+                    cl._user_loss_weights,
+                    output_names=cl.output_names,
+                ),
+            )
+            self._untracked_loss = cached
+        return cached[1](y, y_pred, sample_weight)
 
     def compute_loss(
         self, x=None, y=None, y_pred=None, sample_weight=None, training=True
@@ -213,13 +246,15 @@ class Trainer(keras.Model):
             t.validate(self)
         extra = [cb for t in self.techniques for cb in t.callbacks(self)]
         if extra:
+            # Technique callbacks go first, so that what they add to the
+            # epoch logs reaches the user's TensorBoard / CSVLogger.
             # `callbacks` is fit's 6th positional argument.
             if len(args) > 5:
                 args = list(args)
-                args[5] = list(args[5] or []) + extra
+                args[5] = extra + list(args[5] or [])
             else:
-                kwargs["callbacks"] = (
-                    list(kwargs.get("callbacks") or []) + extra
+                kwargs["callbacks"] = extra + list(
+                    kwargs.get("callbacks") or []
                 )
         return super().fit(*args, **kwargs)
 
