@@ -1,7 +1,7 @@
 """Knowledge distillation on real Fashion-MNIST: a tiny student trained
 plainly vs distilled from a wider teacher, equal epochs, several seeds.
 
-    python benchmarks/kd_fashion_mnist.py [--seeds 0 1] [--epochs 5]
+    python benchmarks/kd_fashion_mnist.py [--seeds 0 1] [--epochs 4] [--n-per-class 2500]
 
 Writes benchmarks/results/kd_fashion_mnist.{json,md}.
 """
@@ -20,12 +20,12 @@ from keras_compact import data, models, training  # noqa: E402
 def main():
     p = argparse.ArgumentParser(description=__doc__)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--n-per-class", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--n-per-class", type=int, default=2500)
     p.add_argument("--student", default="tiny_cnn")
     p.add_argument("--student-width", type=float, default=0.5)
     p.add_argument("--teacher", default="tiny_cnn")
-    p.add_argument("--teacher-width", type=float, default=4.0)
+    p.add_argument("--teacher-width", type=float, default=2.0)
     args = p.parse_args()
     rows = []
     for seed in args.seeds:

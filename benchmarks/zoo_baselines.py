@@ -2,7 +2,7 @@
 trained plainly on real Fashion-MNIST and CIFAR-10 with one fixed budget,
 then exported to float32 and int8 TFLite and verified.
 
-    python benchmarks/zoo_baselines.py [--n-per-class 1000] [--epochs 5]
+    python benchmarks/zoo_baselines.py [--n-per-class 500] [--epochs 4]
 
 Writes benchmarks/results/zoo_baselines.{json,md}.
 """
@@ -25,13 +25,16 @@ RUNS = [
     ("cifar10", "mobilenet_v2_tiny"),
     ("cifar10", "resnet8"),
     ("cifar10", "resnet20"),
+    ("cifar10", "mobilenet_v2"),
+    ("cifar10", "wrn16_2"),
+    ("cifar10", "wrn28_2"),
 ]
 
 
 def main():
     p = argparse.ArgumentParser(description=__doc__)
-    p.add_argument("--n-per-class", type=int, default=1000)
-    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--n-per-class", type=int, default=500)
+    p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--n-verify", type=int, default=500)
     args = p.parse_args()
