@@ -3,6 +3,7 @@
 import keras
 
 from keras_compact.models.model_utils import (
+    batch_norm,
     make_divisible,
     validate_input_shape,
     validate_num_classes,
@@ -40,17 +41,17 @@ def _inverted_residual(x, index, expand_ratio, filters, stride):
             use_bias=False,
             name=f"{prefix}_expand",
         )(x)
-        x = keras.layers.BatchNormalization(name=f"{prefix}_expand_bn")(x)
+        x = batch_norm(name=f"{prefix}_expand_bn")(x)
         x = keras.layers.ReLU(max_value=6.0, name=f"{prefix}_expand_relu")(x)
     x = keras.layers.DepthwiseConv2D(
         3, strides=stride, padding="same", use_bias=False, name=f"{prefix}_dw"
     )(x)
-    x = keras.layers.BatchNormalization(name=f"{prefix}_dw_bn")(x)
+    x = batch_norm(name=f"{prefix}_dw_bn")(x)
     x = keras.layers.ReLU(max_value=6.0, name=f"{prefix}_dw_relu")(x)
     x = keras.layers.Conv2D(
         filters, 1, use_bias=False, name=f"{prefix}_project"
     )(x)
-    x = keras.layers.BatchNormalization(name=f"{prefix}_project_bn")(x)
+    x = batch_norm(name=f"{prefix}_project_bn")(x)
     if stride == 1 and in_channels == filters:
         x = keras.layers.Add(name=f"{prefix}_add")([inputs, x])
     return x
@@ -147,7 +148,7 @@ def mobilenet_v2(
         use_bias=False,
         name="stem_conv",
     )(inputs)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = batch_norm(name="stem_bn")(x)
     x = keras.layers.ReLU(max_value=6.0, name="stem_relu")(x)
 
     index = 0
@@ -163,7 +164,7 @@ def mobilenet_v2(
 
     head = make_divisible(1280 * alpha, 8) if alpha > 1.0 else 1280
     x = keras.layers.Conv2D(head, 1, use_bias=False, name="head_conv")(x)
-    x = keras.layers.BatchNormalization(name="head_bn")(x)
+    x = batch_norm(name="head_bn")(x)
     x = keras.layers.ReLU(max_value=6.0, name="head_relu")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)

@@ -3,6 +3,7 @@
 import keras
 
 from keras_compact.models.model_utils import (
+    batch_norm,
     scale_channels,
     validate_input_shape,
     validate_num_classes,
@@ -28,14 +29,12 @@ def _basic_block(x, filters, stride, prefix):
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
         shortcut = _conv(filters, 1, stride, f"{prefix}_shortcut")(x)
-        shortcut = keras.layers.BatchNormalization(
-            name=f"{prefix}_shortcut_bn"
-        )(shortcut)
+        shortcut = batch_norm(name=f"{prefix}_shortcut_bn")(shortcut)
     x = _conv(filters, 3, stride, f"{prefix}_conv1")(x)
-    x = keras.layers.BatchNormalization(name=f"{prefix}_bn1")(x)
+    x = batch_norm(name=f"{prefix}_bn1")(x)
     x = keras.layers.ReLU(name=f"{prefix}_relu1")(x)
     x = _conv(filters, 3, 1, f"{prefix}_conv2")(x)
-    x = keras.layers.BatchNormalization(name=f"{prefix}_bn2")(x)
+    x = batch_norm(name=f"{prefix}_bn2")(x)
     x = keras.layers.Add(name=f"{prefix}_add")([shortcut, x])
     return keras.layers.ReLU(name=f"{prefix}_out")(x)
 
@@ -101,7 +100,7 @@ def cifar_resnet(
 
     inputs = keras.Input(input_shape, name="image")
     x = _conv(scale_channels(16, width), 3, 1, "stem_conv")(inputs)
-    x = keras.layers.BatchNormalization(name="stem_bn")(x)
+    x = batch_norm(name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     for stage, channels in enumerate((16, 32, 64), start=1):
         for block in range(1, blocks + 1):

@@ -3,6 +3,7 @@
 import keras
 
 from keras_compact.models.model_utils import (
+    batch_norm,
     scale_channels,
     validate_input_shape,
     validate_num_classes,
@@ -64,7 +65,7 @@ def tiny_cnn(
             use_bias=False,
             name=f"conv{i}",
         )(x)
-        x = keras.layers.BatchNormalization(name=f"conv{i}_bn")(x)
+        x = batch_norm(name=f"conv{i}_bn")(x)
         x = keras.layers.ReLU(name=f"conv{i}_relu")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)

@@ -3,6 +3,7 @@
 import keras
 
 from keras_compact.models.model_utils import (
+    batch_norm,
     scale_channels,
     validate_input_shape,
     validate_num_classes,
@@ -30,14 +31,14 @@ def _preact_block(x, filters, stride, dropout_rate, prefix):
     When the block changes the shape, the pre-activation is shared by both
     paths and the shortcut is a 1x1 conv of it (as in the authors' code).
     """
-    pre = keras.layers.BatchNormalization(name=f"{prefix}_preact_bn")(x)
+    pre = batch_norm(name=f"{prefix}_preact_bn")(x)
     pre = keras.layers.ReLU(name=f"{prefix}_preact_relu")(pre)
     if stride != 1 or x.shape[-1] != filters:
         shortcut = _conv(filters, 1, stride, f"{prefix}_shortcut")(pre)
     else:
         shortcut = x
     y = _conv(filters, 3, stride, f"{prefix}_conv1")(pre)
-    y = keras.layers.BatchNormalization(name=f"{prefix}_bn2")(y)
+    y = batch_norm(name=f"{prefix}_bn2")(y)
     y = keras.layers.ReLU(name=f"{prefix}_relu2")(y)
     if dropout_rate > 0:
         y = keras.layers.Dropout(dropout_rate, name=f"{prefix}_dropout")(y)
@@ -134,7 +135,7 @@ def wide_resnet(
                 dropout_rate,
                 f"stage{stage}_block{block}",
             )
-    x = keras.layers.BatchNormalization(name="head_bn")(x)
+    x = batch_norm(name="head_bn")(x)
     x = keras.layers.ReLU(name="head_relu")(x)
     x = keras.layers.GlobalAveragePooling2D(name="gap")(x)
     outputs = keras.layers.Dense(num_classes, name="logits")(x)
