@@ -521,3 +521,14 @@ def test_corrupt_idx_file(no_data, tmp_path):
         loaders.read_idx(folder / "train-labels-idx1-ubyte.gz")
     with pytest.raises(ValueError, match="magic=1234"):
         data.load_arrays("fashion_mnist", data_dir=tmp_path)
+
+
+def test_test_split_mixes_classes_in_a_fixed_order(data_dir):
+    # CIFAR-10's test arrays are sorted by class: the first images of the
+    # test pipeline must still cover every class, identically per seed.
+    splits = data.load_dataset("cifar10", n_per_class=1, data_dir=data_dir)
+    _, y = data.as_numpy(splits.test, limit=500)
+    assert len(np.unique(y)) == 10
+    again = data.load_dataset("cifar10", n_per_class=1, data_dir=data_dir)
+    np.testing.assert_array_equal(data.as_numpy(again.test, limit=500)[1], y)
+    assert splits.info.counts["test"] == 10000
