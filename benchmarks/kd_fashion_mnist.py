@@ -1,7 +1,7 @@
 """Knowledge distillation on real Fashion-MNIST: a tiny student trained
 plainly vs distilled from a wider teacher, equal epochs, several seeds.
 
-    python benchmarks/kd_fashion_mnist.py [--seeds 0 1] [--epochs 4] [--n-per-class 2500]
+    python benchmarks/kd_fashion_mnist.py [--seeds 0 1] [--epochs 4]
 
 Writes benchmarks/results/kd_fashion_mnist.{json,md}.
 """

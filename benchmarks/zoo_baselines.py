@@ -74,6 +74,7 @@ def main():
                 row[f"{mode}_gzip_KB"] = r.gzip_bytes / 1024
                 row[f"{mode}_ms_1t"] = r.latency_ms_1_thread
                 row[f"{mode}_acc"] = r.tflite_accuracy
+                row[f"{mode}_top1_agree"] = r.top1_agreement
                 row[f"{mode}_max_diff"] = r.max_abs_diff
         rows.append(row)
         print(row, flush=True)

@@ -4,6 +4,8 @@ Training-time techniques wrap the user's compact model in a `Trainer` and
 are stripped exactly for deployment:
 
 - `Distillation`: knowledge distillation from a wider teacher.
+- `NetAug`: network augmentation (the tiny model trained inside wider ones
+  that share its weights).
 
 Subpackages: `data` (offline-first datasets), `models` (tiny model zoo),
 `graph` (the graph-walking core, params and MACs), `training` (the trainer
@@ -13,13 +15,23 @@ Importing `keras_compact` registers every public class with Keras, so saved
 `.keras` files load with `keras.saving.load_model` and no `custom_objects`.
 """
 
-from keras_compact import callbacks, data, export, graph, models, training
+from keras_compact import (
+    callbacks,
+    data,
+    export,
+    graph,
+    models,
+    netaug,
+    training,
+)
+from keras_compact.netaug import NetAug
 from keras_compact.training import Distillation, Technique, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
     "Distillation",
+    "NetAug",
     "Technique",
     "Trainer",
     "callbacks",
@@ -27,5 +39,6 @@ __all__ = [
     "export",
     "graph",
     "models",
+    "netaug",
     "training",
 ]

@@ -244,6 +244,21 @@ class Trainer(keras.Model):
     def fit(self, *args, **kwargs):
         for t in self.techniques:
             t.validate(self)
+        # Create the metric and optimizer state (accuracy counters, momentum
+        # slots) before the train step is traced: created lazily inside the
+        # first trace, they make TensorFlow trace the whole step twice.
+        # (Under a tf.distribute strategy Keras builds them itself.)
+        if (
+            keras.backend.backend() == "tensorflow"
+            and getattr(self, "_distribute_strategy", None) is None
+        ):
+            x = args[0] if args else kwargs.get("x")
+            spec = getattr(x, "element_spec", None)  # a tf.data.Dataset
+            if spec is not None and getattr(self, "compiled", False):
+                self._symbolic_build(data_batch=spec)
+            optimizer = getattr(self, "optimizer", None)
+            if optimizer is not None and not optimizer.built:
+                optimizer.build(self.trainable_weights)
         extra = [cb for t in self.techniques for cb in t.callbacks(self)]
         if extra:
             # Technique callbacks go first, so that what they add to the

@@ -1,0 +1,13 @@
+"""Auxiliary over-parameterisation: training-only hierarchical branches.
+
+`AuxiliaryModule` (a `Technique`) adds, around a compact model, an adaptor
+per tap, a hierarchical booster stream and an auxiliary head per task head;
+`search_connections` searches which taps feed which booster node. Nothing
+of it reaches the deployed model.
+"""
+
+from keras_compact.auxiliary.auxiliary_module import AuxiliaryModule
+from keras_compact.auxiliary.booster import AuxiliaryBooster
+from keras_compact.auxiliary.search import search_connections
+
+__all__ = ["AuxiliaryBooster", "AuxiliaryModule", "search_connections"]

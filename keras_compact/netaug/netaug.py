@@ -1,0 +1,472 @@
+"""`NetAug`: network augmentation (Cai et al., ICLR 2022) as a `Technique`."""
+
+import numbers
+import warnings
+
+import keras
+import numpy as np
+from keras import ops
+
+from keras_compact.api_export import keras_compact_export
+from keras_compact.graph.walk import is_functional
+from keras_compact.netaug import sorting
+from keras_compact.netaug.supernet import Supernet
+from keras_compact.training.technique import Technique
+
+
+def _multipliers(value, name):
+    try:
+        values = [float(v) for v in value]
+    except (TypeError, ValueError):
+        values = None
+    if (
+        not values
+        or any(isinstance(v, bool) for v in value)
+        or any(not np.isfinite(v) or v < 1.0 for v in values)
+        or 1.0 not in values
+    ):
+        raise ValueError(
+            f"Expected `{name}` to be a non-empty list of numbers >= 1 that "
+            f"includes 1.0 (the tiny width). Received: {name}={value!r}"
+        )
+    return tuple(sorted(set(values)))
+
+
+@keras_compact_export
+class NetAug(Technique):
+    """Network augmentation: trains a tiny model inside wider ones.
+
+    Tiny models under-fit, so instead of augmenting the data NetAug augments
+    the model: the compact model is embedded, with shared weights, as the
+    first channels of every layer of a wider *augmented* model. Each training
+    step adds to the compact model's own loss the loss of ONE augmented
+    sub-model sampled at random, on the same batch:
+    `L = L(tiny) + alpha * L(augmented)`. The shipped model is the user's
+    model, unchanged in architecture: zero inference overhead.
+
+    The augmented model is built automatically from any functional model of
+    standard layers (Conv1D/2D, DepthwiseConv1D/2D, SeparableConv2D, Dense,
+    BatchNormalization, activations, pooling, padding, Dropout, Add,
+    Concatenate, squeeze-excite Multiply, channel Reshape/Flatten and
+    elementwise `keras.ops`): channels tied by residual adds, concatenations
+    and squeeze-excite gates are widened together (one *width* group), and
+    the middle of every inverted residual block (expand 1x1 -> depthwise ->
+    project 1x1) is an *expand* group. Each group draws its multiplier
+    independently and uniformly every step. Groups that touch the model's
+    inputs or outputs or a layer that cannot be widened keep their width and
+    are listed by `report()`.
+
+    The tiny weights ARE the compact model's variables: the augmented layers
+    read them as the first block of each weight and own only the extra
+    channels. After `fit`, the user's model holds the trained tiny model.
+
+    Sampled widths are tensors (drawn in the train step with a
+    `keras.random.SeedGenerator`), and weights are sliced to them
+    dynamically, so the train step is traced once for every sub-model and
+    its cost follows the sampled width.
+
+    BatchNormalization: the tiny pass is the user's model in training mode
+    (it updates its own moving statistics); the augmented pass normalises
+    with the statistics of its batch and never writes the user's moving
+    mean and variance, so no re-estimation is needed before evaluation or
+    export. The paper's re-estimation is available as the
+    `keras_compact.netaug.BNRecalibration` callback.
+
+    Schedule: augmentation of the width groups stops after the fraction
+    `stop_width_at` of the epochs (the expand groups stay augmented), as in
+    the released code (width for 80 of 155 epochs).
+
+    Channel sorting (`sort_channels=True`): at the start of every epoch, the
+    channels of every expand group are ordered by importance (sum of |W| of
+    the projection conv over its output and spatial axes, over the largest
+    augmented model), and every weight along them (and the optimizer's slot
+    variables) is permuted accordingly. This is exact for the largest
+    augmented model, whose function is unchanged by the permutation. It
+    CHANGES the tiny model whenever an extra channel ranks among the tiny
+    ones: that channel (trained as an augmented channel) replaces a weaker
+    tiny channel, which is the purpose of sorting. The moving statistics of
+    a channel that enters the tiny slice are those the augmented passes
+    estimated for it (kept only when sorting is on), which the tiny passes
+    then refine; add `BNRecalibration` for exact statistics.
+
+    Args:
+        width_multipliers: multipliers (>= 1, including 1.0) of the width
+            groups (stem, stage outputs, head). Defaults to
+            `(1.0, 1.8, 2.6)`, the released MobileNetV2 setting.
+        expand_multipliers: multipliers of the expand groups (the middle of
+            inverted residual blocks). Defaults to `(1.0, 1.6, 2.2, 2.8)`.
+        alpha: weight of the augmented loss, a float >= 0. Defaults to 1.0.
+        label_smoothing: None (the augmented loss is the compiled loss) or a
+            float in [0, 1): the augmented loss is then a categorical
+            cross-entropy with this label smoothing (integer or one-hot
+            labels). For the paper's setting (0.1 on both terms) also compile
+            the trainer with a label-smoothed loss.
+        from_logits: whether the model outputs logits (only used with
+            `label_smoothing`). Defaults to True (the zoo's models).
+        stop_width_at: fraction of the epochs of `fit` (its `epochs`
+            argument, so `initial_epoch` resumes correctly) after which
+            only the expand groups are augmented, in (0, 1]; 1.0 never
+            stops. The default,
+            "auto", is 0.5 for models with expand groups and 1.0 otherwise
+            (stopping would leave nothing to augment).
+        sort_channels: whether to sort the expand groups' channels by
+            importance at every epoch start. Defaults to False.
+        seed: seed of the width sampler (int or None).
+        **kwargs: `Technique` (layer) arguments such as `name`.
+
+    Raises:
+        ValueError: for an invalid argument (naming it and its value); at
+            attach time, for a model that is not functional.
+
+    Example:
+
+    ```python
+    model = keras_compact.models.get_model("mobilenet_v2", alpha=0.35)
+    trainer = keras_compact.Trainer(model, techniques=[NetAug()])
+    trainer.compile(
+        optimizer="sgd",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        metrics=["accuracy"],
+    )
+    trainer.fit(train_ds, epochs=10)
+    print(trainer.techniques[0].report())
+    compact = trainer.strip()  # `model` itself, trained
+    ```
+
+    Reference:
+        Cai, Gan, Lin, Han. "Network Augmentation for Tiny Deep Learning",
+        ICLR 2022, arXiv:2110.08890.
+    """
+
+    term_names = ("netaug_loss",)
+
+    def __init__(
+        self,
+        width_multipliers=(1.0, 1.8, 2.6),
+        expand_multipliers=(1.0, 1.6, 2.2, 2.8),
+        alpha=1.0,
+        label_smoothing=None,
+        from_logits=True,
+        stop_width_at="auto",
+        sort_channels=False,
+        seed=None,
+        **kwargs,
+    ):
+        kwargs.setdefault("name", "netaug")
+        super().__init__(**kwargs)
+        self.width_multipliers = _multipliers(
+            width_multipliers, "width_multipliers"
+        )
+        self.expand_multipliers = _multipliers(
+            expand_multipliers, "expand_multipliers"
+        )
+        if (
+            isinstance(alpha, bool)
+            or not isinstance(alpha, numbers.Real)
+            or not alpha >= 0
+        ):
+            raise ValueError(
+                "Expected `alpha` to be a number >= 0. "
+                f"Received: alpha={alpha!r}"
+            )
+        if label_smoothing is not None and (
+            isinstance(label_smoothing, bool)
+            or not isinstance(label_smoothing, numbers.Real)
+            or not 0.0 <= label_smoothing < 1.0
+        ):
+            raise ValueError(
+                "Expected `label_smoothing` to be None or a float in [0, 1). "
+                f"Received: label_smoothing={label_smoothing!r}"
+            )
+        if stop_width_at != "auto" and (
+            isinstance(stop_width_at, bool)
+            or not isinstance(stop_width_at, numbers.Real)
+            or not 0.0 < stop_width_at <= 1.0
+        ):
+            raise ValueError(
+                "Expected `stop_width_at` to be 'auto' or a fraction of the "
+                f"epochs in (0, 1]. Received: stop_width_at={stop_width_at!r}"
+            )
+        if not isinstance(sort_channels, bool):
+            raise ValueError(
+                "Expected `sort_channels` to be a bool. "
+                f"Received: sort_channels={sort_channels!r}"
+            )
+        if seed is not None and (
+            isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
+        ):
+            raise ValueError(
+                f"Expected `seed` to be an int or None. Received: seed={seed!r}"
+            )
+        self.alpha = float(alpha)
+        self.label_smoothing = (
+            None if label_smoothing is None else float(label_smoothing)
+        )
+        self.from_logits = bool(from_logits)
+        self.stop_width_at = (
+            stop_width_at if stop_width_at == "auto" else float(stop_width_at)
+        )
+        self.sort_channels = sort_channels
+        self.seed = seed
+        self.seed_generator = keras.random.SeedGenerator(seed)
+        self.width_enabled = self.add_weight(
+            name="width_enabled",
+            shape=(),
+            dtype="int32",
+            initializer="ones",
+            trainable=False,
+        )
+        self._supernet = None
+
+    # ------------------------------------------------------------------
+    # Technique hooks
+    # ------------------------------------------------------------------
+    def attach(self, trainer):
+        model = trainer.compact_model
+        if not is_functional(model):
+            raise ValueError(
+                "NetAug builds its augmented model from the compact model's "
+                "call graph, so the model must be functional or Sequential. "
+                f"Received: model={model.name!r} of type "
+                f"{type(model).__name__}"
+            )
+        if self._supernet is not None:
+            raise ValueError(
+                f"This NetAug technique ({self.name!r}) is already attached "
+                "to a trainer; create one per trainer."
+            )
+        net = Supernet(
+            model,
+            self.width_multipliers,
+            self.expand_multipliers,
+            track_extra_statistics=self.sort_channels,
+        )
+        self._supernet = net
+        # Tracked: their extra weights are trained, saved and restored.
+        self.elastic_layers = list(net.elastic_layers)
+        groups = net.augmented
+        k = self._max_choices()
+        self._choices = np.array(
+            [c + [c[-1]] * (k - len(c)) for c in net.choices], dtype="int32"
+        ).reshape(len(groups), k)
+        self._num_choices = np.array(
+            [len(c) for c in net.choices], dtype="int32"
+        )
+        self._is_width = np.array(
+            [g.kind == "width" for g in groups], dtype=bool
+        )
+        if not groups:
+            warnings.warn(
+                f"NetAug found nothing to augment in model {model.name!r}; "
+                "the augmented loss will be zero.\n" + self.report(),
+                stacklevel=2,
+            )
+
+    def _max_choices(self):
+        return max([len(c) for c in self._supernet.choices] or [1])
+
+    def validate(self, trainer):
+        if getattr(trainer, "_compile_loss", None) is None and (
+            self.label_smoothing is None
+        ):
+            raise ValueError(
+                "NetAug scores the augmented model with the compiled loss: "
+                "pass `loss=` to `trainer.compile()`."
+            )
+
+    def callbacks(self, trainer):
+        cbs = []
+        if self.effective_stop_width_at < 1.0:
+            cbs.append(_WidthSchedule(self))
+        else:
+            self.width_enabled.assign(1)
+        if self.sort_channels:
+            cbs.append(_ChannelSorting(self))
+        return cbs
+
+    def loss_terms(self, trainer, x, y, y_pred, sample_weight):
+        if not self._supernet.num_groups:
+            return {"netaug_loss": ops.zeros((), dtype="float32")}
+        widths = self.sample_widths()
+        y_aug = self._supernet(x, widths, training=True)
+        if self.label_smoothing is None:
+            loss = trainer.task_loss(y, y_aug, sample_weight)
+        else:
+            loss = self._smoothed_loss(y, y_aug, sample_weight)
+        return {"netaug_loss": ops.multiply(self.alpha, loss)}
+
+    def strip(self, trainer, model):
+        # The compact model was never modified: the augmented model only
+        # reads its variables. Nothing to remove.
+        return model
+
+    # ------------------------------------------------------------------
+    # Sampling and inspection
+    # ------------------------------------------------------------------
+    def sample_widths(self):
+        """Draws one augmented sub-model: an int32 tensor of active widths,
+        one per augmented group (each uniform over its choices; the width
+        groups stay at their tiny width once the schedule stops them)."""
+        n = ops.convert_to_tensor(self._num_choices)
+        stopped = ops.logical_and(
+            ops.convert_to_tensor(self._is_width),
+            ops.equal(self.width_enabled, 0),
+        )
+        n = ops.where(stopped, ops.ones_like(n), n)
+        u = keras.random.uniform(
+            (self._supernet.num_groups,), seed=self.seed_generator
+        )
+        idx = ops.cast(ops.floor(u * ops.cast(n, u.dtype)), "int32")
+        idx = ops.minimum(idx, n - 1)
+        table = ops.convert_to_tensor(self._choices)
+        return ops.take_along_axis(table, idx[:, None], axis=1)[:, 0]
+
+    @property
+    def supernet(self):
+        """The `Supernet` (augmented model and channel groups); None before
+        the technique is attached to a trainer."""
+        return self._supernet
+
+    @property
+    def augmented_model(self):
+        """The functional augmented model, `([*inputs, widths]) -> outputs`."""
+        return None if self._supernet is None else self._supernet.model
+
+    def min_widths(self):
+        """The widths of the tiny model (the augmented model's min path)."""
+        return self._supernet.min_widths()
+
+    def max_widths(self):
+        """The widths of the largest augmented model."""
+        return self._supernet.max_widths()
+
+    @property
+    def effective_stop_width_at(self):
+        if self.stop_width_at != "auto":
+            return self.stop_width_at
+        has_expand = self._supernet is not None and any(
+            g.kind == "expand" for g in self._supernet.augmented
+        )
+        return 0.5 if has_expand else 1.0
+
+    def expected_macs(self, width_phase=True, samples=20000, seed=0):
+        """Mean MACs of the sampled augmented sub-models, and the tiny MACs.
+
+        Args:
+            width_phase: True for the phase in which the width groups are
+                augmented, False for the expand-only phase.
+            samples: number of Monte Carlo draws.
+            seed: numpy seed of the draws.
+
+        Returns:
+            `(expected_augmented_macs, tiny_macs)`, floats. The arithmetic
+            cost of a training step relative to plain training is at least
+            `1 + expected_augmented_macs / tiny_macs`.
+        """
+        net = self._supernet
+        tiny = net.macs(net.min_widths())
+        if not net.num_groups:
+            return tiny, tiny
+        rng = np.random.default_rng(seed)
+        n = self._num_choices.copy()
+        if not width_phase:
+            n[self._is_width] = 1
+        idx = np.minimum(
+            (rng.random((samples, len(n))) * n).astype("int32"), n - 1
+        )
+        widths = np.take_along_axis(self._choices, idx.T, axis=1).T
+        return float(np.mean(net.macs(widths))), tiny
+
+    def report(self):
+        """What was augmented and what was left at its width, and why."""
+        net = self._supernet
+        if net is None:
+            return f"{self.name}: not attached to a trainer yet."
+        lines = [
+            f"NetAug on {net.compact.name!r}: {net.num_groups} augmented "
+            "channel groups."
+        ]
+        for g, c in zip(net.augmented, net.choices):
+            more = ", ..." if len(g.layers) > 3 else ""
+            lines.append(
+                f"  {g.kind:6s} {g.size:5d} -> {c}  "
+                f"({', '.join(g.layers[:3])}{more})"
+            )
+        skipped = net.channel_groups.skipped
+        if skipped:
+            lines.append("Not widened (kept at the tiny width):")
+            for gi, reasons in skipped:
+                g = net.channel_groups.groups[gi]
+                lines.append(
+                    f"  {g.size:5d} ch of {', '.join(g.layers[:3])}: "
+                    f"{'; '.join(reasons)}"
+                )
+        else:
+            lines.append(
+                "Every channel group is augmented except the model's inputs "
+                "and outputs."
+            )
+        return "\n".join(lines)
+
+    # ------------------------------------------------------------------
+    def _smoothed_loss(self, y, y_aug, sample_weight):
+        y = ops.convert_to_tensor(y)
+        classes = y_aug.shape[-1]
+        if len(y.shape) == len(y_aug.shape) and y.shape[-1] == classes:
+            target = ops.cast(y, y_aug.dtype)
+        else:
+            target = ops.one_hot(
+                ops.reshape(ops.cast(y, "int32"), (-1,)),
+                classes,
+                dtype=y_aug.dtype,
+            )
+        per_example = keras.losses.categorical_crossentropy(
+            target,
+            y_aug,
+            from_logits=self.from_logits,
+            label_smoothing=self.label_smoothing,
+        )
+        if sample_weight is not None:
+            sw = ops.reshape(ops.cast(sample_weight, per_example.dtype), (-1,))
+            return ops.sum(per_example * sw) / ops.maximum(ops.sum(sw), 1e-7)
+        return ops.mean(per_example)
+
+    def get_config(self):
+        return {
+            **super().get_config(),
+            "width_multipliers": list(self.width_multipliers),
+            "expand_multipliers": list(self.expand_multipliers),
+            "alpha": self.alpha,
+            "label_smoothing": self.label_smoothing,
+            "from_logits": self.from_logits,
+            "stop_width_at": self.stop_width_at,
+            "sort_channels": self.sort_channels,
+            "seed": self.seed,
+        }
+
+
+class _WidthSchedule(keras.callbacks.Callback):
+    """Turns width augmentation off after `stop_width_at` of the epochs."""
+
+    def __init__(self, netaug):
+        super().__init__()
+        self.netaug = netaug
+
+    def on_epoch_begin(self, epoch, logs=None):
+        epochs = self.params.get("epochs") or 1
+        stop = self.netaug.effective_stop_width_at
+        self.netaug.width_enabled.assign(int(epoch < stop * epochs))
+
+
+class _ChannelSorting(keras.callbacks.Callback):
+    """Sorts the expand groups' channels by importance at every epoch
+    start."""
+
+    def __init__(self, netaug):
+        super().__init__()
+        self.netaug = netaug
+
+    def on_epoch_begin(self, epoch, logs=None):
+        sorting.sort_expand_channels(
+            self.netaug.supernet, getattr(self.model, "optimizer", None)
+        )

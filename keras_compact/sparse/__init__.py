@@ -1,0 +1,49 @@
+"""Sparse training for Keras 3: DSR, SET, RigL and static sparse.
+
+Five roles, one module each (as tensorflow-model-optimization and rigl):
+
+- `registry`: layer -> prunable weights (plus duck typing);
+- `algorithms`: the drop-and-grow step, written once (pure TensorFlow);
+- `policies`: `DSR`, `SET`, `RigL`, `Static` (counts and scores only);
+- `distributions` and `schedules`: budget split and update schedules;
+- `sparse_training` + `monitor`: the `SparseTraining` technique used
+  through `keras_compact.Trainer(...).fit` and its auto-installed callback.
+"""
+
+from keras_compact.sparse.distributions import (
+    erk_densities,
+    nonzero_counts,
+    uniform_densities,
+)
+from keras_compact.sparse.monitor import SparsityMonitor
+from keras_compact.sparse.plotting import plot_density
+from keras_compact.sparse.policies import DSR, SET, RigL, SparsePolicy, Static
+from keras_compact.sparse.registry import prunable_weights, register_prunable
+from keras_compact.sparse.schedules import (
+    ConstantDropFraction,
+    CosineDropFraction,
+    PeriodSchedule,
+)
+from keras_compact.sparse.selection import default_dense_layers
+from keras_compact.sparse.sparse_training import SparseTraining, optimizer_slots
+
+__all__ = [
+    "ConstantDropFraction",
+    "CosineDropFraction",
+    "DSR",
+    "PeriodSchedule",
+    "RigL",
+    "SET",
+    "SparsePolicy",
+    "SparseTraining",
+    "SparsityMonitor",
+    "Static",
+    "default_dense_layers",
+    "erk_densities",
+    "nonzero_counts",
+    "optimizer_slots",
+    "plot_density",
+    "prunable_weights",
+    "register_prunable",
+    "uniform_densities",
+]

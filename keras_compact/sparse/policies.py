@@ -1,0 +1,447 @@
+"""Sparse training methods as small policies over one drop-and-grow step.
+
+A policy says when the connectivity is updated and overrides only the
+counts and scores of `algorithms.drop_and_grow`; the `SparseTraining`
+technique owns the state (masks, counters) and runs the shared step. All
+policies are Keras-serializable (`get_config` / `from_config`).
+"""
+
+import keras
+import tensorflow as tf
+
+from keras_compact.api_export import keras_compact_export
+from keras_compact.sparse import algorithms
+from keras_compact.sparse.schedules import (
+    ConstantDropFraction,
+    CosineDropFraction,
+    PeriodSchedule,
+)
+
+
+class UpdateContext:
+    """What a policy sees at an update: the state of every sparse weight.
+
+    Attributes:
+        kernels: current weight values (tensors), one per sparse weight.
+        actives: boolean masks before the update.
+        grads: dense gradients of the last step (RigL), or `None`s.
+        step: the optimizer step (int64 scalar tensor) just completed.
+        end_step: the last update step (int64 scalar tensor), if resolved.
+        seed: callable `(layer_index, salt) -> int32[2]` stateless seed.
+    """
+
+    def __init__(self, kernels, actives, grads, step, end_step, seed):
+        self.kernels = kernels
+        self.actives = actives
+        self.grads = grads
+        self.step = step
+        self.end_step = end_step
+        self.seed = seed
+
+    def uniform(self, i, salt):
+        """Stateless U[0, 1) noise of layer `i`'s shape."""
+        return tf.random.stateless_uniform(
+            tf.shape(self.kernels[i]), seed=self.seed(i, salt),
+            dtype=tf.float32,
+        )
+
+
+@keras_compact_export
+class SparsePolicy:
+    """Base class: a static mask (never updated).
+
+    Subclasses override `should_update`, the counts and the scores.
+
+    Attributes:
+        needs_gradients: whether `grow_scores` reads dense gradients.
+        needs_end_step: whether the policy needs the training length.
+        is_static: whether the mask never changes (no update is traced).
+    """
+
+    needs_gradients = False
+    needs_end_step = False
+    is_static = False
+
+    def build(self, technique, budget):
+        """Creates policy state as weights of `technique` (e.g. DSR's H).
+
+        `budget` is the total number of non-zeros of all sparse weights.
+        """
+
+    def should_update(self, step, epoch, end_step):
+        return tf.constant(False)
+
+    def drop_counts(self, ctx):
+        raise NotImplementedError
+
+    def drop_scores(self, ctx):
+        return [tf.abs(tf.cast(k, tf.float32)) for k in ctx.kernels]
+
+    def grow_counts(self, ctx, n_drop):
+        return list(n_drop)
+
+    def grow_scores(self, ctx):
+        return [ctx.uniform(i, 1) for i in range(len(ctx.kernels))]
+
+    def after_update(self, ctx, n_drop):
+        """Adapts policy state once the masks are updated."""
+
+    def get_config(self):
+        return {}
+
+    @classmethod
+    def from_config(cls, config):
+        return cls(**config)
+
+
+@keras_compact_export
+class Static(SparsePolicy):
+    """Static sparse training: a fixed random mask (the baseline).
+
+    Example:
+
+    ```python
+    SparseTraining(sparsity=0.9, policy=Static())
+    ```
+
+    Reference:
+        Mostafa, Wang (ICML 2019) and Evci et al. (ICML 2020) use it as
+        the static baseline.
+    """
+
+    is_static = True
+
+
+def _check_interval(update_interval):
+    if int(update_interval) != update_interval or int(update_interval) < 1:
+        raise ValueError(
+            "Expected `update_interval` to be an integer >= 1. "
+            f"Received: update_interval={update_interval!r}"
+        )
+    return int(update_interval)
+
+
+def _check_end(end_step, end_fraction):
+    if end_step is not None and (
+        int(end_step) != end_step or int(end_step) < 1
+    ):
+        raise ValueError(
+            "Expected `end_step` to be None or an integer >= 1. "
+            f"Received: end_step={end_step!r}"
+        )
+    if not 0.0 < float(end_fraction) <= 1.0:
+        raise ValueError(
+            "Expected `end_fraction` in (0, 1]. "
+            f"Received: end_fraction={end_fraction!r}"
+        )
+    return (None if end_step is None else int(end_step)), float(end_fraction)
+
+
+def _drop_schedule(drop_fraction):
+    if isinstance(drop_fraction, (int, float)):
+        return ConstantDropFraction(float(drop_fraction))
+    if isinstance(drop_fraction, dict):
+        return keras.saving.deserialize_keras_object(drop_fraction)
+    if not callable(drop_fraction):
+        raise ValueError(
+            "Expected `drop_fraction` to be a float or a drop-fraction "
+            f"schedule. Received: drop_fraction={drop_fraction!r}"
+        )
+    return drop_fraction
+
+
+class _FractionPolicy(SparsePolicy):
+    """Shared part of SET and RigL: per-layer fraction, every dT steps."""
+
+    needs_end_step = True
+
+    def __init__(self, update_interval=100, drop_fraction=None,
+                 end_step=None, end_fraction=0.75):
+        self.update_interval = _check_interval(update_interval)
+        if drop_fraction is None:
+            drop_fraction = CosineDropFraction(0.3)
+        self.drop_fraction = _drop_schedule(drop_fraction)
+        self.end_step, self.end_fraction = _check_end(end_step, end_fraction)
+
+    def should_update(self, step, epoch, end_step):
+        step = tf.cast(step, tf.int64)
+        return tf.logical_and(
+            tf.equal(step % self.update_interval, 0),
+            step <= tf.cast(end_step, tf.int64),
+        )
+
+    def fraction(self, ctx):
+        return self.drop_fraction(ctx.step, ctx.end_step)
+
+    def drop_counts(self, ctx):
+        return algorithms.fraction_drop_counts(ctx.actives, self.fraction(ctx))
+
+    def get_config(self):
+        return {
+            "update_interval": self.update_interval,
+            "drop_fraction": keras.saving.serialize_keras_object(
+                self.drop_fraction
+            ),
+            "end_step": self.end_step,
+            "end_fraction": self.end_fraction,
+        }
+
+
+@keras_compact_export
+class SET(_FractionPolicy):
+    """Sparse Evolutionary Training: drop the smallest, grow at random.
+
+    Every `update_interval` steps until `end_step`, each sparse layer drops
+    `floor(f(t) * n_active)` of its active weights with the smallest |w|
+    and regrows as many at random inactive positions of the same layer (no
+    movement across layers), zero-initialised. With the defaults the drop
+    fraction follows RigL's cosine schedule, as in RigL's comparison of the
+    two; pass `drop_fraction=0.3` for SET's original constant zeta.
+
+    Args:
+        update_interval: steps between updates (`dT`). Defaults to 100.
+        drop_fraction: a float (constant) or a schedule called as
+            `schedule(step, end_step)`. Defaults to
+            `CosineDropFraction(0.3)`.
+        end_step: last step at which the mask changes; `None` uses
+            `end_fraction` of the training length (known at `fit` start).
+        end_fraction: fraction of training after which updates stop when
+            `end_step` is None. Defaults to 0.75.
+
+    Raises:
+        ValueError: for a non-positive `update_interval` or `end_step`, or
+            `end_fraction` outside (0, 1].
+
+    Reference:
+        Mocanu et al. "Scalable training of artificial neural networks with
+        adaptive sparse connectivity inspired by network science", Nature
+        Communications 9, 2383 (2018).
+    """
+
+
+@keras_compact_export
+class RigL(_FractionPolicy):
+    """RigL: drop the smallest |w|, grow where the dense gradient is largest.
+
+    Every `update_interval` steps until `end_step`, each sparse layer drops
+    `k = floor(f(t) * n_active)` active weights with the smallest |w| and
+    grows the `k` positions outside the kept set with the largest |dense
+    gradient| of that step, zero-initialised, optimizer slots reset, with
+    `f(t) = alpha / 2 * (1 + cos(pi * t / T_end))`. Under a multi-replica
+    strategy the sparse kernels' dense gradients are all-reduced every step
+    (a collective cannot sit inside the conditional update), so that every
+    replica grows the same positions.
+
+    Args:
+        update_interval: `dT`. Defaults to 100.
+        drop_fraction: a float or a schedule; defaults to
+            `CosineDropFraction(0.3)` (`alpha = 0.3`).
+        end_step: `T_end`; `None` uses `end_fraction` of training.
+        end_fraction: defaults to 0.75 (RigL).
+
+    Raises:
+        ValueError: as `SET`.
+
+    Example:
+
+    ```python
+    SparseTraining(sparsity=0.9, policy=RigL(), distribution="erk")
+    ```
+
+    Reference:
+        Evci, Gale, Menick, Castro, Elsen. "Rigging the Lottery: Making All
+        Tickets Winners", ICML 2020 (arXiv:2006.11477).
+    """
+
+    needs_gradients = True
+
+    def grow_scores(self, ctx):
+        out = []
+        for g, k in zip(ctx.grads, ctx.kernels):
+            if g is None:
+                out.append(tf.zeros(tf.shape(k), tf.float32))
+            else:
+                out.append(tf.abs(tf.cast(g, tf.float32)))
+        return out
+
+
+@keras_compact_export
+class DSR(SparsePolicy):
+    """Dynamic Sparse Reparameterization (Mostafa and Wang, 2019).
+
+    Every `period(epoch)` iterations (while `epoch < stop_epoch`): prune
+    every active weight with |w| below ONE global threshold `H` (a layer is
+    never emptied), regrow as many zero-initialised weights at random free
+    positions, split across layers in proportion to each layer's survivors
+    (rounding remainder to a random layer; the positions pruned in this
+    round are excluded, and used only if no other free position is left),
+    then adapt `H`: halve it if more than `(1 + delta) * N_p` weights were
+    pruned, double it if fewer than `(1 - delta) * N_p`. Per-layer
+    sparsity is not set by hand: it emerges.
+
+    `target_prunes=0` is static sparse training (no update is ever made).
+
+    Args:
+        target_prunes: `N_p`, the number of weights to prune per round: an
+            int >= 0, or a float in (0, 1) read as a fraction of the total
+            number of non-zeros. Defaults to 20000 (CIFAR-10 WRN-28-2).
+        delta: tolerance `delta` of the threshold adaptation, in [0, 1).
+            Defaults to 0.1.
+        initial_threshold: `H_0` > 0. Defaults to 1e-3.
+        period: a `PeriodSchedule` (iterations per epoch range). Defaults
+            to DSR's CIFAR-10 schedule (100/200/400/800 iterations from
+            epochs 0/25/80/140).
+        stop_epoch: no reallocation from this epoch on (`None`: never
+            stop). Defaults to 190.
+
+    Raises:
+        ValueError: for a negative `target_prunes`, `delta` outside [0, 1),
+            a non-positive `initial_threshold` or a negative `stop_epoch`.
+        TypeError: if `period` is not a `PeriodSchedule`.
+
+    Example:
+
+    ```python
+    SparseTraining(sparsity=0.9, policy=DSR(target_prunes=0.05))
+    ```
+
+    Reference:
+        Mostafa, Wang. "Parameter Efficient Training of Deep Convolutional
+        Neural Networks by Dynamic Sparse Reparameterization", ICML 2019
+        (arXiv:1902.05967), algorithm 1.
+    """
+
+    def __init__(self, target_prunes=20000, delta=0.1,
+                 initial_threshold=1e-3, period=None, stop_epoch=190):
+        if isinstance(target_prunes, bool) or not (
+            (isinstance(target_prunes, int) and target_prunes >= 0)
+            or (isinstance(target_prunes, float) and 0 < target_prunes < 1)
+        ):
+            raise ValueError(
+                "Expected `target_prunes` to be an int >= 0 or a float in "
+                f"(0, 1). Received: target_prunes={target_prunes!r}"
+            )
+        if not 0.0 <= float(delta) < 1.0:
+            raise ValueError(
+                f"Expected `delta` in [0, 1). Received: delta={delta!r}"
+            )
+        if not float(initial_threshold) > 0.0:
+            raise ValueError(
+                "Expected `initial_threshold` > 0. "
+                f"Received: initial_threshold={initial_threshold!r}"
+            )
+        if isinstance(period, dict):
+            period = keras.saving.deserialize_keras_object(period)
+        period = PeriodSchedule() if period is None else period
+        if not isinstance(period, PeriodSchedule):
+            raise TypeError(
+                "Expected `period` to be a PeriodSchedule. "
+                f"Received: period={period!r}"
+            )
+        if stop_epoch is not None and int(stop_epoch) < 0:
+            raise ValueError(
+                "Expected `stop_epoch` to be None or an integer >= 0. "
+                f"Received: stop_epoch={stop_epoch!r}"
+            )
+        self.target_prunes = target_prunes
+        self.delta = float(delta)
+        self.initial_threshold = float(initial_threshold)
+        self.period = period
+        self.stop_epoch = None if stop_epoch is None else int(stop_epoch)
+        self.is_static = target_prunes == 0
+        self.num_prunes = None
+        self.threshold = None
+
+    def build(self, technique, budget):
+        if isinstance(self.target_prunes, float):
+            self.num_prunes = max(1, round(self.target_prunes * budget))
+        else:
+            self.num_prunes = int(self.target_prunes)
+        self.threshold = technique.add_weight(
+            shape=(),
+            initializer=keras.initializers.Constant(self.initial_threshold),
+            trainable=False,
+            name="threshold",
+        )
+
+    def should_update(self, step, epoch, end_step):
+        step = tf.cast(step, tf.int64)
+        period = tf.cast(self.period(epoch), tf.int64)
+        due = tf.logical_and(step > 0, tf.equal(step % period, 0))
+        if self.stop_epoch is None:
+            return due
+        return tf.logical_and(
+            due, tf.cast(epoch, tf.int64) < self.stop_epoch
+        )
+
+    def drop_counts(self, ctx):
+        magnitudes = self.drop_scores(ctx)
+        return algorithms.threshold_drop_counts(
+            magnitudes, ctx.actives, self.threshold.value
+        )
+
+    def grow_counts(self, ctx, n_drop):
+        total = tf.add_n([tf.cast(k, tf.int32) for k in n_drop])
+        actives = ctx.actives
+        sizes = [a.shape.num_elements() for a in actives]
+        n_active = tf.stack([algorithms.count(a) for a in actives])
+        drops = tf.stack([tf.cast(k, tf.int32) for k in n_drop])
+        survivors = n_active - drops
+        free = tf.stack([tf.cast(s, tf.int32) for s in sizes]) - n_active
+        first = algorithms.allocate(
+            total, survivors, free, ctx.seed(len(actives), 2)
+        )
+        short = total - tf.reduce_sum(first)
+        second = algorithms.allocate(
+            short, survivors, drops, ctx.seed(len(actives), 3)
+        )
+        grow = first + second
+        return [grow[i] for i in range(len(actives))]
+
+    def grow_scores(self, ctx):
+        # Positions free before the round rank above the just-pruned ones.
+        return [
+            tf.where(a, u, u + 1.0)
+            for a, u in (
+                (ctx.actives[i], ctx.uniform(i, 1))
+                for i in range(len(ctx.kernels))
+            )
+        ]
+
+    def after_update(self, ctx, n_drop):
+        pruned = tf.cast(tf.add_n([tf.cast(k, tf.int32) for k in n_drop]),
+                         tf.float32)
+        h = self.threshold.value
+        high = (1.0 + self.delta) * self.num_prunes
+        low = (1.0 - self.delta) * self.num_prunes
+        h = tf.where(pruned > high, h / 2.0, tf.where(pruned < low, h * 2.0, h))
+        self.threshold.assign(h)
+
+    def get_config(self):
+        return {
+            "target_prunes": self.target_prunes,
+            "delta": self.delta,
+            "initial_threshold": self.initial_threshold,
+            "period": keras.saving.serialize_keras_object(self.period),
+            "stop_epoch": self.stop_epoch,
+        }
+
+
+_ALIASES = {"dsr": DSR, "set": SET, "rigl": RigL, "static": Static}
+
+
+def get_policy(policy):
+    """A policy instance from a name ("dsr", "set", "rigl", "static"), a
+    config dict or an instance."""
+    if isinstance(policy, SparsePolicy):
+        return policy
+    if isinstance(policy, str) and policy.lower() in _ALIASES:
+        return _ALIASES[policy.lower()]()
+    if isinstance(policy, dict):
+        obj = keras.saving.deserialize_keras_object(policy)
+        if isinstance(obj, SparsePolicy):
+            return obj
+    raise ValueError(
+        f"Expected `policy` to be one of {sorted(_ALIASES)} or a "
+        f"SparsePolicy instance. Received: policy={policy!r}"
+    )

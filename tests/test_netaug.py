@@ -1,0 +1,238 @@
+"""NetAug: exact min-width path, shared weights, training, saving, KD."""
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+from netaug_models import concat_model, residual_model, se_model
+
+import keras_compact  # noqa: F401  (registers the serializable classes)
+from keras_compact import models
+from keras_compact.graph.stats import count_macs
+from keras_compact.netaug import NetAug
+from keras_compact.training import Distillation, Trainer
+
+LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _zoo(name, **kw):
+    return lambda: models.get_model(name, **kw)
+
+
+ARCHITECTURES = {
+    "residual_add": residual_model,
+    "concatenate": concat_model,
+    "squeeze_excite": se_model,
+    "zoo_mobilenet_v2_tiny": _zoo("mobilenet_v2_tiny", input_shape=(32, 32, 3)),
+    "zoo_mobilenet_v2_w035": _zoo(
+        "mobilenet_v2", input_shape=(32, 32, 3), alpha=0.35
+    ),
+    "zoo_resnet8": _zoo("resnet8", input_shape=(16, 16, 3)),
+    "keras_mobilenet_v2": lambda: keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10
+    ),
+    "keras_mobilenet_v3_small": lambda: keras.applications.MobileNetV3Small(
+        input_shape=(32, 32, 3), weights=None, classes=10, dropout_rate=0.0
+    ),
+}
+
+
+def _attach(model, **kwargs):
+    netaug = NetAug(seed=0, **kwargs)
+    trainer = Trainer(model, techniques=[netaug])
+    return trainer, netaug
+
+
+def _images(model, batch=3, seed=0):
+    shape = (batch,) + tuple(model.inputs[0].shape[1:])
+    return np.random.default_rng(seed).random(shape).astype("float32")
+
+
+@pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
+def test_min_width_path_is_the_compact_model(arch):
+    model = ARCHITECTURES[arch]()
+    params, config = model.count_params(), model.get_config()
+    _, netaug = _attach(model)
+    assert netaug.supernet.num_groups > 0
+    x = _images(model)
+    aug = netaug.augmented_model
+    for training in (False, True):
+        tiny = np.asarray(model(x, training=training))
+        path = np.asarray(aug([x, netaug.min_widths()], training=training))
+        np.testing.assert_allclose(path, tiny, atol=1e-5, rtol=0)
+    wide = np.asarray(aug([x, netaug.max_widths()], training=True))
+    assert wide.shape == tiny.shape and np.all(np.isfinite(wide))
+    # Nothing was added to or changed in the compact model.
+    assert model.count_params() == params
+    assert model.get_config() == config
+    # The tiny block of every elastic weight IS the user's variable.
+    user = {id(v) for v in model.weights}
+    for layer in netaug.elastic_layers:
+        for slot in layer.slots:
+            assert id(slot.variables()[0]) in user
+    # The arithmetic cost model agrees with the project's MAC counter.
+    _, tiny_macs = netaug.expected_macs(samples=10)
+    assert tiny_macs == count_macs(model)
+
+
+def test_augmented_pass_never_writes_the_tiny_moving_statistics():
+    model = se_model()
+    _, netaug = _attach(model)
+    before = [v.numpy().copy() for v in model.non_trainable_weights]
+    netaug.augmented_model(
+        [_images(model, 4), netaug.max_widths()], training=True
+    )
+    for b, v in zip(before, model.non_trainable_weights):
+        np.testing.assert_array_equal(b, v.numpy())
+
+
+def test_sampler_is_uniform_per_group_and_follows_the_schedule():
+    _, netaug = _attach(se_model())
+    choices = netaug.supernet.choices
+    draws = np.stack([netaug.sample_widths().numpy() for _ in range(200)])
+    for j, options in enumerate(choices):
+        values, counts = np.unique(draws[:, j], return_counts=True)
+        assert values.tolist() == options
+        assert counts.min() > 200 / len(options) / 2
+    netaug.width_enabled.assign(0)
+    draws = np.stack([netaug.sample_widths().numpy() for _ in range(50)])
+    for j, g in enumerate(netaug.supernet.augmented):
+        if g.kind == "width":
+            assert set(draws[:, j]) == {g.size}
+        else:
+            assert len(set(draws[:, j])) > 1
+    aug, tiny = netaug.expected_macs(width_phase=True)
+    aug2, _ = netaug.expected_macs(width_phase=False)
+    assert aug > aug2 > tiny
+
+
+def _dataset(model, n=16, batch=4, classes=3, seed=0):
+    x = _images(model, n, seed)
+    y = np.random.default_rng(seed).integers(0, classes, n)
+    return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
+
+
+def _compile(trainer):
+    trainer.compile(
+        optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+        loss=LOSS,
+        metrics=["accuracy"],
+    )
+
+
+def test_fit_traces_once_trains_the_users_model_and_strips_to_it():
+    model = residual_model()
+    params, config = model.count_params(), model.get_config()
+    kernel = model.get_layer("c1").kernel
+    start = kernel.numpy().copy()
+    trainer, netaug = _attach(model, stop_width_at=0.5)
+    traces = {"n": 0}
+    sample = netaug.sample_widths
+
+    def counted():
+        traces["n"] += 1  # Python runs only while tracing
+        return sample()
+
+    netaug.sample_widths = counted
+    _compile(trainer)
+    history = trainer.fit(_dataset(model), epochs=4, verbose=0)
+    steps = 4 * 4
+    assert traces["n"] == 1 < steps  # one trace serves every sub-model
+    assert "netaug_loss" in history.history
+    assert np.all(np.isfinite(history.history["netaug_loss"]))
+    assert model.get_layer("c1").kernel is kernel  # same variable, trained
+    assert not np.allclose(kernel.numpy(), start)
+    assert int(netaug.width_enabled.numpy()) == 0  # schedule: last half
+    stripped = trainer.strip()
+    assert stripped is model
+    assert stripped.count_params() == params
+    assert stripped.get_config() == config
+    x = _images(model, 4)
+    np.testing.assert_allclose(
+        trainer.predict(x, verbose=0), model.predict(x, verbose=0), atol=1e-6
+    )
+    logs = trainer.evaluate(_dataset(model), verbose=0, return_dict=True)
+    assert "netaug_loss" not in logs
+
+
+def test_save_load_round_trip_and_resume(tmp_path):
+    model = concat_model()
+    trainer, netaug = _attach(
+        model, width_multipliers=[1.0, 2.0], label_smoothing=0.1
+    )
+    _compile(trainer)
+    data = _dataset(model)
+    trainer.fit(data, epochs=1, verbose=0)
+    path = str(tmp_path / "trainer.keras")
+    trainer.save(path)
+    loaded = keras.saving.load_model(path)  # no custom_objects
+    assert isinstance(loaded, Trainer)
+    (restored,) = loaded.techniques
+    assert isinstance(restored, NetAug)
+    assert restored.get_config() == netaug.get_config()
+    for a, b in zip(netaug.weights, restored.weights):
+        assert a.path == b.path
+        np.testing.assert_array_equal(a.numpy(), b.numpy())
+    x = _images(model, 4)
+    np.testing.assert_allclose(
+        loaded.predict(x, verbose=0), trainer.predict(x, verbose=0), atol=1e-6
+    )
+    np.testing.assert_allclose(
+        restored.augmented_model([x, restored.max_widths()]),
+        netaug.augmented_model([x, netaug.max_widths()]),
+        atol=1e-5,
+    )
+    loaded.fit(data, epochs=1, verbose=0)  # resumes training
+
+
+def test_netaug_composes_with_distillation():
+    student = se_model()
+    teacher = se_model()
+    trainer = Trainer(
+        student, techniques=[NetAug(seed=1), Distillation(teacher)]
+    )
+    _compile(trainer)
+    history = trainer.fit(_dataset(student), epochs=1, verbose=0)
+    for name in ("netaug_loss", "distillation_loss", "task_loss"):
+        assert np.isfinite(history.history[name][-1])
+
+
+def test_nothing_to_augment_warns_and_reports():
+    i = keras.Input((4,))
+    model = keras.Model(i, keras.layers.Dense(2)(i))
+    with pytest.warns(UserWarning, match="nothing to augment"):
+        _, netaug = _attach(model)
+    assert "0 augmented" in netaug.report()
+
+
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        ({"width_multipliers": [0.5, 1.0]}, "width_multipliers=\\[0.5, 1.0\\]"),
+        ({"expand_multipliers": [1.5, 2.0]}, "expand_multipliers="),
+        ({"width_multipliers": []}, "width_multipliers=\\[\\]"),
+        ({"alpha": -1}, "alpha=-1"),
+        ({"label_smoothing": 1.0}, "label_smoothing=1.0"),
+        ({"stop_width_at": 0}, "stop_width_at=0"),
+        ({"stop_width_at": "later"}, "stop_width_at='later'"),
+        ({"sort_channels": "yes"}, "sort_channels='yes'"),
+        ({"seed": 1.5}, "seed=1.5"),
+    ],
+)
+def test_bad_arguments_name_the_argument_and_value(kwargs, match):
+    with pytest.raises(ValueError, match=match):
+        NetAug(**kwargs)
+
+
+def test_subclassed_model_and_missing_loss_are_clear_errors():
+    class Sub(keras.Model):
+        def call(self, x):
+            return x
+
+    with pytest.raises(ValueError, match="functional"):
+        Trainer(Sub(), techniques=[NetAug()])
+    model = residual_model()
+    trainer, _ = _attach(model)
+    trainer.compile(optimizer="sgd")
+    with pytest.raises(ValueError, match="loss="):
+        trainer.fit(_dataset(model), epochs=1, verbose=0)
