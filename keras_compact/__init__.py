@@ -4,6 +4,9 @@ Training-time techniques wrap the user's compact model in a `Trainer` and
 are stripped exactly for deployment:
 
 - `Distillation`: knowledge distillation from a wider teacher.
+- `SparseTraining`: dynamic sparse training (DSR, SET, RigL, static).
+- `AuxiliaryModule`: auxiliary over-parameterisation (searched
+  hierarchical auxiliary branches, dropped at inference).
 - `NetAug`: network augmentation (the tiny model trained inside wider ones
   that share its weights).
 
@@ -16,29 +19,37 @@ Importing `keras_compact` registers every public class with Keras, so saved
 """
 
 from keras_compact import (
+    auxiliary,
     callbacks,
     data,
     export,
     graph,
     models,
     netaug,
+    sparse,
     training,
 )
+from keras_compact.auxiliary import AuxiliaryModule
 from keras_compact.netaug import NetAug
+from keras_compact.sparse import SparseTraining
 from keras_compact.training import Distillation, Technique, Trainer
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "AuxiliaryModule",
     "Distillation",
     "NetAug",
+    "SparseTraining",
     "Technique",
     "Trainer",
+    "auxiliary",
     "callbacks",
     "data",
     "export",
     "graph",
     "models",
     "netaug",
+    "sparse",
     "training",
 ]
