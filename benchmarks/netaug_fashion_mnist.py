@@ -14,7 +14,7 @@ from netaug_cifar10 import _notes, parse, run_comparison
 
 
 def main():
-    args = parse({"epochs": 8, "n": 200, "large": None})
+    args = parse({"epochs": 8, "n": 500, "large": None})
     student = ("tiny_cnn", {"width_multiplier": 0.5})
     teacher = ("tiny_cnn", {"width_multiplier": 2.0})
     start = time.perf_counter()

@@ -236,3 +236,17 @@ def test_subclassed_model_and_missing_loss_are_clear_errors():
     trainer.compile(optimizer="sgd")
     with pytest.raises(ValueError, match="loss="):
         trainer.fit(_dataset(model), epochs=1, verbose=0)
+
+
+def test_config_round_trip():
+    netaug = NetAug(
+        width_multipliers=[2, 1],
+        stop_width_at=0.6,
+        sort_channels=True,
+        label_smoothing=0.1,
+        seed=3,
+        name="na",
+    )
+    config = netaug.get_config()
+    assert config["width_multipliers"] == [1.0, 2.0]
+    assert NetAug.from_config(config).get_config() == config

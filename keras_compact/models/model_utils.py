@@ -113,3 +113,16 @@ def batch_norm(name):
     return keras.layers.BatchNormalization(
         momentum=0.9, epsilon=1e-5, name=name
     )
+
+
+def conv2d(filters, kernel_size, strides, name):
+    """The zoo's ResNet convolution: "same" padding, no bias, He-normal."""
+    return keras.layers.Conv2D(
+        filters,
+        kernel_size,
+        strides=strides,
+        padding="same",
+        use_bias=False,
+        kernel_initializer="he_normal",
+        name=name,
+    )

@@ -4,6 +4,7 @@ import keras
 
 from keras_compact.models.model_utils import (
     batch_norm,
+    conv2d,
     scale_channels,
     validate_input_shape,
     validate_num_classes,
@@ -12,28 +13,16 @@ from keras_compact.models.model_utils import (
 from keras_compact.models.registry import register_model
 
 
-def _conv(filters, kernel_size, strides, name):
-    return keras.layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding="same",
-        use_bias=False,
-        kernel_initializer="he_normal",
-        name=name,
-    )
-
-
 def _basic_block(x, filters, stride, prefix):
     """conv3x3 -> BN -> ReLU -> conv3x3 -> BN, + shortcut, ReLU."""
     shortcut = x
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = _conv(filters, 1, stride, f"{prefix}_shortcut")(x)
+        shortcut = conv2d(filters, 1, stride, f"{prefix}_shortcut")(x)
         shortcut = batch_norm(name=f"{prefix}_shortcut_bn")(shortcut)
-    x = _conv(filters, 3, stride, f"{prefix}_conv1")(x)
+    x = conv2d(filters, 3, stride, f"{prefix}_conv1")(x)
     x = batch_norm(name=f"{prefix}_bn1")(x)
     x = keras.layers.ReLU(name=f"{prefix}_relu1")(x)
-    x = _conv(filters, 3, 1, f"{prefix}_conv2")(x)
+    x = conv2d(filters, 3, 1, f"{prefix}_conv2")(x)
     x = batch_norm(name=f"{prefix}_bn2")(x)
     x = keras.layers.Add(name=f"{prefix}_add")([shortcut, x])
     return keras.layers.ReLU(name=f"{prefix}_out")(x)
@@ -99,7 +88,7 @@ def cifar_resnet(
     blocks = (depth - 2) // 6
 
     inputs = keras.Input(input_shape, name="image")
-    x = _conv(scale_channels(16, width), 3, 1, "stem_conv")(inputs)
+    x = conv2d(scale_channels(16, width), 3, 1, "stem_conv")(inputs)
     x = batch_norm(name="stem_bn")(x)
     x = keras.layers.ReLU(name="stem_relu")(x)
     for stage, channels in enumerate((16, 32, 64), start=1):

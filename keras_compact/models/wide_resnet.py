@@ -4,6 +4,7 @@ import keras
 
 from keras_compact.models.model_utils import (
     batch_norm,
+    conv2d,
     scale_channels,
     validate_input_shape,
     validate_num_classes,
@@ -11,18 +12,6 @@ from keras_compact.models.model_utils import (
     validate_rate,
 )
 from keras_compact.models.registry import register_model
-
-
-def _conv(filters, kernel_size, strides, name):
-    return keras.layers.Conv2D(
-        filters,
-        kernel_size,
-        strides=strides,
-        padding="same",
-        use_bias=False,
-        kernel_initializer="he_normal",
-        name=name,
-    )
 
 
 def _preact_block(x, filters, stride, dropout_rate, prefix):
@@ -34,15 +23,15 @@ def _preact_block(x, filters, stride, dropout_rate, prefix):
     pre = batch_norm(name=f"{prefix}_preact_bn")(x)
     pre = keras.layers.ReLU(name=f"{prefix}_preact_relu")(pre)
     if stride != 1 or x.shape[-1] != filters:
-        shortcut = _conv(filters, 1, stride, f"{prefix}_shortcut")(pre)
+        shortcut = conv2d(filters, 1, stride, f"{prefix}_shortcut")(pre)
     else:
         shortcut = x
-    y = _conv(filters, 3, stride, f"{prefix}_conv1")(pre)
+    y = conv2d(filters, 3, stride, f"{prefix}_conv1")(pre)
     y = batch_norm(name=f"{prefix}_bn2")(y)
     y = keras.layers.ReLU(name=f"{prefix}_relu2")(y)
     if dropout_rate > 0:
         y = keras.layers.Dropout(dropout_rate, name=f"{prefix}_dropout")(y)
-    y = _conv(filters, 3, 1, f"{prefix}_conv2")(y)
+    y = conv2d(filters, 3, 1, f"{prefix}_conv2")(y)
     return keras.layers.Add(name=f"{prefix}_add")([shortcut, y])
 
 
@@ -124,7 +113,7 @@ def wide_resnet(
     blocks = (depth - 4) // 6
 
     inputs = keras.Input(input_shape, name="image")
-    x = _conv(scale_channels(16, width), 3, 1, "stem_conv")(inputs)
+    x = conv2d(scale_channels(16, width), 3, 1, "stem_conv")(inputs)
     for stage, channels in enumerate((16, 32, 64), start=1):
         for block in range(1, blocks + 1):
             stride = 2 if stage > 1 and block == 1 else 1
