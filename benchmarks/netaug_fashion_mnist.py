@@ -32,7 +32,8 @@ def main():
         "netaug": "width [1, 1.8, 2.6] (no inverted residuals: no expand "
         "groups, width augmented throughout), alpha 1",
         "kd": "T=4, alpha=0.9",
-        "optimizer": "SGD-Nesterov 0.9, lr 0.05 cosine, wd 5e-5",
+        "optimizer": "SGD-Nesterov 0.9, 2 warm-up epochs to lr 0.02 then "
+        "cosine, wd 5e-5",
         "wall_s_all_runs": round(time.perf_counter() - start, 1),
     }
     write_results(

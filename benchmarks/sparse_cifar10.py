@@ -162,6 +162,77 @@ def run_peer(args, out_json):
         return json.load(f), None
 
 
+def add_peer_rows(args, rows, out_json):
+    """Runs the tfmot peer and appends its rows; returns an error or None."""
+    peer, error = run_peer(args, out_json)
+    if peer:
+        for r in peer["rows"]:
+            rows.append({"method": r["method"], "sparsity": r["sparsity"],
+                         "nonzero_params": r["nonzero_params"],
+                         "test_acc": r["test_acc"], "train_s": r["train_s"],
+                         "fit_median_step_ms": None,
+                         "achieved_sparsity": r["achieved_sparsity"]})
+            print(json.dumps(rows[-1]), flush=True)
+    return error
+
+
+_TIMING_KEYS = ("paired_step_ms", "step_ratio_vs_dense",
+                "mean_step_ratio_vs_dense")
+
+
+def add_timing(args, rows, make_policy, splits, s_max):
+    """Paired step times of dense and the sparse methods at `s_max`."""
+    batch = next(iter(splits.train))
+    batch = (batch[0].numpy(), batch[1].numpy())
+    med, mean = paired_step_times(args, make_policy, s_max, batch,
+                                  args.timing_rounds)
+    for r in rows:
+        for k in _TIMING_KEYS:
+            r.pop(k, None)
+        if r["sparsity"] == s_max and r["method"] in med:
+            r["paired_step_ms"] = med[r["method"]]
+            r["step_ratio_vs_dense"] = med[r["method"]] / med["dense"]
+            r["mean_step_ratio_vs_dense"] = (
+                mean[r["method"]] / mean["dense"]
+            )
+    rows[0]["paired_step_ms"] = med["dense"]
+    rows[0]["step_ratio_vs_dense"] = 1.0
+
+
+def update_only(args, make_policy, splits):
+    """Re-measures only the peer and/or the paired timing of an existing
+    results file, keeping every other row and note, and says so."""
+    path = RESULTS / "sparse_cifar10.json"
+    payload = json.loads(path.read_text())
+    rows, budget, notes = payload["rows"], payload["budget"], payload["notes"]
+    s_max = max(args.sparsities)
+    stale = set(_verdicts(rows, s_max, None))
+    notes = [n for n in notes if n not in stale]
+    peer_error = None
+    if "peer" in args.only:
+        rows = [r for r in rows if not r["method"].startswith("tfmot")]
+        peer_out = tempfile.NamedTemporaryFile(suffix=".json",
+                                               delete=False).name
+        peer_error = add_peer_rows(args, rows, peer_out)
+    if "timing" in args.only:
+        add_timing(args, rows, make_policy, splits, s_max)
+    date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    notes = _verdicts(rows, s_max, peer_error) + notes + [
+        f"Re-measured on {date} with --only {' '.join(args.only)} (all "
+        f"other rows from the full run): {args.reason}"
+    ]
+    budget["rerun"] = f"--only {' '.join(args.only)} on {date}"
+    write_results("sparse_cifar10", rows, budget, notes, columns=COLUMNS)
+
+
+COLUMNS = [
+    "method", "sparsity", "nonzero_params", "test_acc", "updates",
+    "train_s", "paired_step_ms", "step_ratio_vs_dense",
+    "mean_step_ratio_vs_dense", "tflite_bytes", "tflite_gzip_bytes",
+    "gzip_ratio_vs_dense", "achieved_sparsity",
+]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet8")
@@ -172,7 +243,13 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timing-rounds", type=int, default=15)
     p.add_argument("--skip-peer", action="store_true")
+    p.add_argument("--only", nargs="+", choices=["peer", "timing"],
+                   help="re-measure only these parts of an existing "
+                   "results file (needs --reason)")
+    p.add_argument("--reason", default="")
     args = p.parse_args()
+    if args.only and not args.reason:
+        p.error("--only needs --reason (it is written into the notes)")
     t_start = time.perf_counter()
 
     splits = data.load_dataset("cifar10", batch_size=args.batch_size,
@@ -185,6 +262,8 @@ def main():
     n_p = max(1, round(20000 / wrn * n_sparse))
     make_policy, schedule = policies(args, steps, n_p)
     args.dt = schedule["dT"]
+    if args.only:
+        return update_only(args, make_policy, splits)
 
     peer_out = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
     rows = []
@@ -228,33 +307,13 @@ def main():
         record(f"thin dense (width {width})", s, res)
 
     # Peer (separate process and venv), run alone on the machine.
-    peer, peer_error = (None, "skipped (--skip-peer)")
+    peer_error = "skipped (--skip-peer)"
     if not args.skip_peer:
-        peer, peer_error = run_peer(args, peer_out)
-    if peer:
-        for r in peer["rows"]:
-            rows.append({"method": r["method"], "sparsity": r["sparsity"],
-                         "nonzero_params": r["nonzero_params"],
-                         "test_acc": r["test_acc"], "train_s": r["train_s"],
-                         "fit_median_step_ms": None,
-                         "achieved_sparsity": r["achieved_sparsity"]})
-            print(json.dumps(rows[-1]), flush=True)
+        peer_error = add_peer_rows(args, rows, peer_out)
 
     # Paired step times at the highest sparsity.
     s_max = max(args.sparsities)
-    batch = next(iter(splits.train))
-    batch = (batch[0].numpy(), batch[1].numpy())
-    med, mean = paired_step_times(args, make_policy, s_max, batch,
-                                  args.timing_rounds)
-    for r in rows:
-        if r["sparsity"] == s_max and r["method"] in med:
-            r["paired_step_ms"] = med[r["method"]]
-            r["step_ratio_vs_dense"] = med[r["method"]] / med["dense"]
-            r["mean_step_ratio_vs_dense"] = (
-                mean[r["method"]] / mean["dense"]
-            )
-    rows[0]["paired_step_ms"] = med["dense"]
-    rows[0]["step_ratio_vs_dense"] = 1.0
+    add_timing(args, rows, make_policy, splits, s_max)
 
     # TFLite size: dense vs the 90%-sparse models (sparse storage).
     tmp = tempfile.mkdtemp()
@@ -340,12 +399,7 @@ def main():
                      f"every 2 steps, {args.timing_rounds} rounds, "
                      f"sparsity {s_max}, median",
     }
-    write_results("sparse_cifar10", rows, budget, notes, columns=[
-        "method", "sparsity", "nonzero_params", "test_acc", "updates",
-        "train_s", "paired_step_ms", "step_ratio_vs_dense",
-        "mean_step_ratio_vs_dense", "tflite_bytes", "tflite_gzip_bytes",
-        "gzip_ratio_vs_dense", "achieved_sparsity",
-    ])
+    write_results("sparse_cifar10", rows, budget, notes, columns=COLUMNS)
 
 
 def _verdicts(rows, s_max, peer_error):

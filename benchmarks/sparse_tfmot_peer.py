@@ -9,7 +9,8 @@ must run in its own process and environment:
 
 (`/work/peers-venv`: `pip install tensorflow==2.21.* tf-keras==2.21.*
 tensorflow-model-optimization==0.8.*`.) The architecture is CIFAR ResNet-8
-rebuilt layer for layer in tf_keras (same names, no conv bias, He-normal),
+rebuilt layer for layer in tf_keras (same names, no conv bias, He-normal,
+BatchNormalization momentum 0.9 and epsilon 1e-5 as the zoo),
 trained with the same data pipeline (keras_compact.data, same seed, same
 subset and augmentation), the same optimizer and schedule, and the same
 layers pruned (every conv but the stem and the 1x1 shortcuts, plus the
@@ -40,12 +41,17 @@ def resnet8(width=1.0, num_classes=10):
                              use_bias=False, kernel_initializer="he_normal",
                              name=name)
 
+    def bn(name):
+        # The zoo's BatchNormalization (keras_compact.models.model_utils).
+        return layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
+                                         name=name)
+
     def ch(c):
         return max(1, int(round(c * width)))
 
     inp = tf_keras.Input((32, 32, 3), name="image")
     x = conv(ch(16), 3, 1, "stem_conv")(inp)
-    x = layers.BatchNormalization(name="stem_bn")(x)
+    x = bn("stem_bn")(x)
     x = layers.ReLU(name="stem_relu")(x)
     for stage, c in enumerate((16, 32, 64), start=1):
         p = f"stage{stage}_block1"
@@ -53,12 +59,12 @@ def resnet8(width=1.0, num_classes=10):
         short = x
         if stride != 1 or x.shape[-1] != ch(c):
             short = conv(ch(c), 1, stride, f"{p}_shortcut")(x)
-            short = layers.BatchNormalization(name=f"{p}_shortcut_bn")(short)
+            short = bn(f"{p}_shortcut_bn")(short)
         x = conv(ch(c), 3, stride, f"{p}_conv1")(x)
-        x = layers.BatchNormalization(name=f"{p}_bn1")(x)
+        x = bn(f"{p}_bn1")(x)
         x = layers.ReLU(name=f"{p}_relu1")(x)
         x = conv(ch(c), 3, 1, f"{p}_conv2")(x)
-        x = layers.BatchNormalization(name=f"{p}_bn2")(x)
+        x = bn(f"{p}_bn2")(x)
         x = layers.Add(name=f"{p}_add")([short, x])
         x = layers.ReLU(name=f"{p}_out")(x)
     x = layers.GlobalAveragePooling2D(name="gap")(x)
@@ -91,7 +97,7 @@ def run(sparsity, args, splits):
     base = resnet8()
 
     def wrap(layer):
-        if prunable(layer):
+        if sparsity > 0 and prunable(layer):
             return tfmot.sparsity.keras.prune_low_magnitude(
                 layer, pruning_schedule=schedule
             )
@@ -112,7 +118,7 @@ def run(sparsity, args, splits):
     start = time.perf_counter()
     model.fit(splits.train, validation_data=splits.val, epochs=args.epochs,
               callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
-              verbose=0)
+              verbose=args.verbose)
     seconds = time.perf_counter() - start
     final = tfmot.sparsity.keras.strip_pruning(model)
     final.compile(metrics=["accuracy"], loss=tf_keras.losses.
@@ -145,6 +151,7 @@ def main():
     p.add_argument("--weight-decay", type=float, default=5e-5)
     p.add_argument("--frequency", type=int, default=8)
     p.add_argument("--end-fraction", type=float, default=0.75)
+    p.add_argument("--verbose", type=int, default=0)
     p.add_argument("--out", required=True)
     args = p.parse_args()
     splits = load_dataset("cifar10", batch_size=args.batch_size,

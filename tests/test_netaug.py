@@ -250,3 +250,27 @@ def test_config_round_trip():
     config = netaug.get_config()
     assert config["width_multipliers"] == [1.0, 2.0]
     assert NetAug.from_config(config).get_config() == config
+
+
+def test_gradients_reach_the_shared_weights_exactly():
+    # At the tiny widths the augmented pass IS the tiny pass, so its
+    # gradient with respect to the user's variables is the tiny gradient.
+    model = concat_model()
+    _, netaug = _attach(model)
+    x = _images(model, 4)
+    y = np.array([0, 1, 2, 0])
+
+    def grads(fn, variables):
+        with tf.GradientTape() as tape:
+            loss = LOSS(y, fn())
+        return tape.gradient(loss, variables)
+
+    shared = model.trainable_weights
+    tiny = grads(lambda: model(x, training=True), shared)
+    aug = netaug.augmented_model
+    path = grads(lambda: aug([x, netaug.min_widths()], training=True), shared)
+    for a, b in zip(tiny, path):
+        np.testing.assert_allclose(b, a, atol=1e-5)
+    extras = [w for w in netaug.trainable_weights]
+    wide = grads(lambda: aug([x, netaug.max_widths()], training=True), extras)
+    assert all(g is not None and np.any(np.asarray(g) != 0) for g in wide)

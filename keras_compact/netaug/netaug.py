@@ -60,10 +60,18 @@ class NetAug(Technique):
     read them as the first block of each weight and own only the extra
     channels. After `fit`, the user's model holds the trained tiny model.
 
+    Widths are `round(size * multiplier)` of the tiny width of each group
+    (integer rounding, as in the released code). An expand multiplier scales
+    the block's middle width itself, independently of the width drawn for
+    the block's input (the released code scales the expand ratio of the
+    active input width; the set of sub-models differs slightly).
+
     Sampled widths are tensors (drawn in the train step with a
     `keras.random.SeedGenerator`), and weights are sliced to them
     dynamically, so the train step is traced once for every sub-model and
-    its cost follows the sampled width.
+    its cost follows the sampled width. This relies on TensorFlow's
+    dynamic shapes: like `Trainer`, NetAug trains with the TensorFlow
+    backend.
 
     BatchNormalization: the tiny pass is the user's model in training mode
     (it updates its own moving statistics); the augmented pass normalises
