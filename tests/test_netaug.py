@@ -274,3 +274,49 @@ def test_gradients_reach_the_shared_weights_exactly():
     extras = [w for w in netaug.trainable_weights]
     wide = grads(lambda: aug([x, netaug.max_widths()], training=True), extras)
     assert all(g is not None and np.any(np.asarray(g) != 0) for g in wide)
+
+
+def _drop_channels_beyond(netaug, widths):
+    """Zeroes, in every elastic layer, the kernel rows that read extra input
+    channels beyond `widths`: the largest augmented model then computes
+    the sub-model of those widths (its other extra channels are computed
+    but read by nobody)."""
+    for layer in netaug.elastic_layers:
+        for slot in layer.slots:
+            rows = slot.extras[1] if slot.kind == "kernel" else None
+            if rows is None:
+                continue
+            value = rows.numpy()
+            for seg in slot.in_segs:
+                if seg.widx is None or not seg.extra:
+                    continue
+                used = int(widths[seg.widx]) - seg.size
+                value[..., seg.offset + used : seg.offset + seg.extra, :] = 0
+            rows.assign(value)
+
+
+@pytest.mark.parametrize(
+    "arch",
+    ["residual_add", "concatenate", "squeeze_excite", "zoo_mobilenet_v2_w035"],
+)
+def test_every_sub_model_is_the_largest_model_restricted_to_its_channels(
+    arch,
+):
+    # Catches any misaligned slice: channel k of a layer's output must be
+    # what its consumers read as channel k, at every sampled width.
+    model = ARCHITECTURES[arch]()
+    _, netaug = _attach(model)
+    x = _images(model, 8)
+    rng = np.random.default_rng(1)
+    for _ in range(3):
+        choices = netaug.supernet.choices
+        widths = np.array([rng.choice(c) for c in choices], dtype="int32")
+        if np.all(widths == netaug.min_widths()):
+            widths[0] = choices[0][1]  # a wider sub-model, not the tiny one
+        sub = np.asarray(netaug.augmented_model([x, widths], training=True))
+        saved = [v.numpy() for v in netaug.trainable_weights]
+        _drop_channels_beyond(netaug, widths)
+        wide = netaug.augmented_model([x, netaug.max_widths()], training=True)
+        for v, s in zip(netaug.trainable_weights, saved):
+            v.assign(s)
+        np.testing.assert_allclose(np.asarray(wide), sub, atol=1e-4, rtol=0)
