@@ -45,7 +45,7 @@ def main():
     # The three lines that matter: wrap, compile, fit.
     trainer = Trainer(model, techniques=[NetAug()])
     trainer.compile(
-        optimizer=keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+        optimizer=keras.optimizers.SGD(0.02, momentum=0.9, nesterov=True),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
