@@ -75,9 +75,19 @@ def test_min_width_path_is_the_compact_model(arch):
     assert tiny_macs == count_macs(model)
 
 
-def test_augmented_pass_never_writes_the_tiny_moving_statistics():
-    model = se_model()
-    _, netaug = _attach(model)
+@pytest.mark.parametrize(
+    "arch, kwargs",
+    [
+        ("squeeze_excite", {}),
+        # Groups left at their tiny width (here: every width group, or
+        # every expand group) still see augmented activations.
+        ("zoo_mobilenet_v2_w035", {"width_multipliers": (1.0,)}),
+        ("zoo_mobilenet_v2_w035", {"expand_multipliers": (1.0,)}),
+    ],
+)
+def test_augmented_pass_never_writes_the_tiny_moving_statistics(arch, kwargs):
+    model = ARCHITECTURES[arch]()
+    _, netaug = _attach(model, **kwargs)
     before = [v.numpy().copy() for v in model.non_trainable_weights]
     netaug.augmented_model(
         [_images(model, 4), netaug.max_widths()], training=True

@@ -411,6 +411,45 @@ class ElasticSeparable(ElasticDepthwise, ElasticKernel):
         return outputs
 
 
+class BatchStatisticsNorm(keras.layers.Layer):
+    """The user's `BatchNormalization` as the augmented pass runs it when its
+    channel group is not augmented: in training it normalises with the
+    statistics of the batch and, unlike the layer itself, never writes the
+    moving mean and variance (the augmented pass's activations differ from
+    the tiny model's wherever extra channels feed them); in inference it is
+    the user's layer."""
+
+    def __init__(self, layer, **kwargs):
+        kwargs.setdefault("name", f"{layer.name}_netaug")
+        kwargs.setdefault("dtype", layer.dtype_policy)
+        super().__init__(**kwargs)
+        self._ref = _Ref(layer)
+        self.built = True
+
+    def call(self, inputs, training=None, mask=None):
+        layer = self._ref.layer
+        if not (training and layer.trainable):
+            return layer(inputs, training=False)
+        x = inputs
+        if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
+            x = ops.cast(x, "float32")
+        rank = len(x.shape)
+        axis = layer.axis % rank
+        reduce = [i for i in range(rank) if i != axis]
+        mean, variance = ops.moments(x, axes=reduce)
+        beta, gamma = layer.beta, layer.gamma
+        outputs = ops.batch_normalization(
+            x,
+            mean,
+            variance,
+            axis=axis,
+            offset=None if beta is None else ops.cast(beta, x.dtype),
+            scale=None if gamma is None else ops.cast(gamma, x.dtype),
+            epsilon=layer.epsilon,
+        )
+        return ops.cast(outputs, self.compute_dtype)
+
+
 class ElasticBatchNorm(ElasticLayer):
     """Twin of `BatchNormalization` over the last axis.
 

@@ -127,6 +127,12 @@ class Supernet:
         self.elastic_layers.append(layer)
         return layer
 
+    def _batch_statistics_norm(self, op):
+        key = ("bsn", id(op))
+        if key not in self._by_layer:
+            self._by_layer[key] = elastic.BatchStatisticsNorm(op)
+        return self._by_layer[key]
+
     def _build(self):
         cg = self.channel_groups
         graph = cg.graph
@@ -153,6 +159,10 @@ class Supernet:
                 kind is L.BatchNormalization
             ):
                 layer = self._elastic_for(node)
+                if layer is None and kind is L.BatchNormalization:
+                    # Not augmented, but fed by augmented channels: it must
+                    # still leave the tiny model's moving statistics alone.
+                    return self._batch_statistics_norm(op)
                 if layer is None:
                     return None
 
