@@ -14,7 +14,10 @@ import argparse
 import time
 
 from harness import write_results
-from netaug_cifar10 import NetAug, _train, data, models
+from netaug_cifar10 import _train
+
+from keras_compact import data, models
+from keras_compact.netaug import NetAug
 
 ARMS = {
     "baseline": None,

@@ -272,7 +272,10 @@ class ElasticLayer(keras.layers.Layer):
         return ops.concatenate(parts, axis=-2)
 
     def _create_extras(self):
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `_create_extras()`: the "
+            "slots of its weights and their extra blocks."
+        )
 
 
 class ElasticKernel(ElasticLayer):

@@ -78,6 +78,7 @@ class Supernet:
         self.track_extra_statistics = track_extra_statistics
         self.elastic_layers = []
         self._by_layer = {}
+        self._batch_norms = {}  # non-augmented BN layers, by id
         self._build()
 
     # ------------------------------------------------------------------
@@ -128,10 +129,9 @@ class Supernet:
         return layer
 
     def _batch_statistics_norm(self, op):
-        key = ("bsn", id(op))
-        if key not in self._by_layer:
-            self._by_layer[key] = elastic.BatchStatisticsNorm(op)
-        return self._by_layer[key]
+        if id(op) not in self._batch_norms:
+            self._batch_norms[id(op)] = elastic.BatchStatisticsNorm(op)
+        return self._batch_norms[id(op)]
 
     def _build(self):
         cg = self.channel_groups

@@ -72,7 +72,10 @@ class SparsePolicy:
         return tf.constant(False)
 
     def drop_counts(self, ctx):
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `drop_counts(ctx)`: how "
+            "many weights each sparse layer drops at an update."
+        )
 
     def drop_scores(self, ctx):
         return [tf.abs(tf.cast(k, tf.float32)) for k in ctx.kernels]
