@@ -27,7 +27,10 @@ setup(
     ],
     extras_require={
         "test": ["pytest>=8", "ruff>=0.5"],
-        "peers": ["tensorflow-model-optimization==0.8.*", "tf-keras>=2.21,<2.22"],
+        "peers": [
+            "tensorflow-model-optimization==0.8.*",
+            "tf-keras>=2.21,<2.22",
+        ],
     },
     entry_points={
         "console_scripts": ["keras-compact=keras_compact.cli.main:main"],

@@ -6,8 +6,9 @@ a longer schedule closes the gap.
 
     python benchmarks/netaug_ablation.py [--epochs 8] [--seed 0]
         [--arms baseline netaug width_only expand_only]
+        [--name netaug_ablation]
 
-Writes benchmarks/results/netaug_ablation.{json,md}.
+Writes benchmarks/results/<name>.{json,md}.
 """
 
 import argparse
@@ -35,6 +36,7 @@ def main():
     p.add_argument("--arms", nargs="+", default=list(ARMS), choices=ARMS)
     p.add_argument("--n-per-class", type=int, default=1000)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--name", default="netaug_ablation", help="results name")
     args = p.parse_args()
     splits = data.load_dataset(
         "cifar10", n_per_class=args.n_per_class, seed=args.seed
@@ -57,24 +59,24 @@ def main():
         row[f"{arm}_acc"] = r.test_accuracy
         row[f"{arm}_train_acc"] = r.history["accuracy"][-1]
         row[f"{arm}_step_ms"] = r.median_step_ms
-        print(arm, row, flush=True)
-    for arm in args.arms:
-        if arm != "baseline" and "baseline" in args.arms:
+        if arm != "baseline" and "baseline_acc" in row:
             row[f"{arm}_minus_baseline"] = (
                 row[f"{arm}_acc"] - row["baseline_acc"]
             )
-    budget = {
-        "dataset": "cifar10 (real), stratified subset; 10% val held out; "
-        "full 10k test set",
-        "n_per_class": args.n_per_class,
-        "epochs": args.epochs,
-        "student": "mobilenet_v2 alpha 0.35, 32x32, ImageNet strides",
-        "protocol": "as netaug_cifar10.py (SGD-Nesterov, 2 warm-up epochs "
-        "to lr 0.02, cosine, wd 5e-5; NetAug defaults but for the arm's "
-        "multipliers: {}".format(ARMS),
-        "wall_s": round(time.perf_counter() - start, 1),
-    }
-    write_results("netaug_ablation", [row], budget, columns=list(row))
+        print(arm, row, flush=True)
+        budget = {
+            "dataset": "cifar10 (real), stratified subset; 10% val held "
+            "out; full 10k test set",
+            "n_per_class": args.n_per_class,
+            "epochs": args.epochs,
+            "student": "mobilenet_v2 alpha 0.35, 32x32, ImageNet strides",
+            "protocol": "as netaug_cifar10.py (SGD-Nesterov, 2 warm-up "
+            "epochs to lr 0.02, cosine, wd 5e-5; NetAug defaults but for "
+            "the arm's multipliers: {}".format(ARMS),
+            "wall_s": round(time.perf_counter() - start, 1),
+        }
+        # Written after every arm, so an interrupted run keeps its arms.
+        write_results(args.name, [row], budget, columns=list(row))
 
 
 if __name__ == "__main__":
