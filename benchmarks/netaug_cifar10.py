@@ -50,11 +50,21 @@ class _Result:
     pass
 
 
-def _train(build, splits, epochs, seed, techniques=None, peak_lr=0.02):
+def _train(
+    build,
+    splits,
+    epochs,
+    seed,
+    techniques=None,
+    peak_lr=0.02,
+    label_smoothing=0.0,
+):
     """Trains like `training.train_classifier`, with a warm-up schedule."""
     keras.utils.set_random_seed(seed)
     steps = int(splits.train.cardinality())
-    trainer = _compiled(build(), techniques, steps, epochs, peak_lr)
+    trainer = _compiled(
+        build(), techniques, steps, epochs, peak_lr, label_smoothing
+    )
     timer = StepTimer()
     t0 = time.perf_counter()
     history = trainer.fit(
@@ -177,11 +187,26 @@ def run_comparison(
     return rows, notes, extras
 
 
-def _compiled(model, techniques, steps, epochs, peak_lr=0.02):
+def _compiled(
+    model, techniques, steps, epochs, peak_lr=0.02, label_smoothing=0.0
+):
     trainer = training.Trainer(model, techniques=techniques)
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    if label_smoothing:
+        classes = model.outputs[0].shape[-1]
+
+        def loss(y, logits):  # sparse labels, smoothed
+            y = keras.ops.reshape(keras.ops.cast(y, "int32"), (-1,))
+            return keras.losses.categorical_crossentropy(
+                keras.ops.one_hot(y, classes),
+                logits,
+                from_logits=True,
+                label_smoothing=label_smoothing,
+            )
+
     trainer.compile(
         optimizer=_optimizer(steps, epochs, peak_lr),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=loss,
         metrics=["accuracy"],
     )
     return trainer

@@ -227,6 +227,8 @@ def test_nothing_to_augment_warns_and_reports():
         ({"stop_width_at": "later"}, "stop_width_at='later'"),
         ({"sort_channels": "yes"}, "sort_channels='yes'"),
         ({"seed": 1.5}, "seed=1.5"),
+        ({"exclude": "head_conv"}, "exclude='head_conv'"),
+        ({"exclude": [3]}, "exclude=\\[3\\]"),
     ],
 )
 def test_bad_arguments_name_the_argument_and_value(kwargs, match):
@@ -248,16 +250,51 @@ def test_subclassed_model_and_missing_loss_are_clear_errors():
         trainer.fit(_dataset(model), epochs=1, verbose=0)
 
 
+def test_exclude_keeps_the_named_layers_output_group_at_the_tiny_width():
+    build = ARCHITECTURES["zoo_mobilenet_v2_w035"]
+    _, full = _attach(build())
+    model = build()
+    params, config = model.count_params(), model.get_config()
+    _, netaug = _attach(model, exclude=["head_conv"])
+    net = netaug.supernet
+    head = [g for g in full.supernet.augmented if "head_conv" == g.layers[0]]
+    assert len(head) == 1 and head[0].size == 1280
+    assert [g.layers[0] for g in net.augmented] == [
+        g.layers[0] for g in full.supernet.augmented if g is not head[0]
+    ]
+    assert "output of 'head_conv'" in netaug.report()
+    # The largest sub-model keeps the head at 1280 channels; the tiny path
+    # is still the compact model, which is unchanged.
+    assert net.macs(net.max_widths()) < full.supernet.macs(
+        full.supernet.max_widths()
+    )
+    x = _images(model)
+    np.testing.assert_allclose(
+        netaug.supernet(x, netaug.min_widths(), training=False),
+        model(x, training=False),
+        atol=1e-5,
+    )
+    assert model.count_params() == params
+    assert model.get_config() == config
+
+
+def test_exclude_names_an_unknown_layer_clearly():
+    with pytest.raises(ValueError, match="unknown: \\['nope'\\]"):
+        _attach(residual_model(), exclude=["nope"])
+
+
 def test_config_round_trip():
     netaug = NetAug(
         width_multipliers=[2, 1],
         stop_width_at=0.6,
         sort_channels=True,
         label_smoothing=0.1,
+        exclude=["head_conv"],
         seed=3,
         name="na",
     )
     config = netaug.get_config()
+    assert config["exclude"] == ["head_conv"]
     assert config["width_multipliers"] == [1.0, 2.0]
     assert NetAug.from_config(config).get_config() == config
 

@@ -39,11 +39,16 @@ class Supernet:
             groups.
         expand_multipliers: multipliers of the `"expand"` groups.
         track_extra_statistics: see `ElasticBatchNorm`.
+        exclude: names of layers whose output channels keep their tiny
+            width (with every channel tied to them). Each must be a layer
+            of `model`.
 
     Attributes:
         channel_groups: the `ChannelGroups` analysis.
         augmented: the augmented `ChannelGroup`s, in `widths` order.
         choices: list of the allowed widths of each augmented group.
+        excluded: `(group_index, layer_name)` of the groups `exclude` kept
+            at their tiny width.
         elastic_layers: the elastic twins (their extras are trainable).
         model: the functional augmented model, called as
             `model([*inputs, widths], training=True)`.
@@ -55,14 +60,17 @@ class Supernet:
         width_multipliers,
         expand_multipliers,
         track_extra_statistics=False,
+        exclude=(),
     ):
         self.compact = model
         self.channel_groups = cg = ChannelGroups(model)
+        self.excluded = self._excluded_groups(exclude)
+        excluded = {gi for gi, _ in self.excluded}
         self.augmented = []
         self.choices = []
         plan = {}
         for g in cg.groups:
-            if g.kind == "fixed":
+            if g.kind == "fixed" or g.index in excluded:
                 continue
             mults = (
                 expand_multipliers if g.kind == "expand" else width_multipliers
@@ -80,6 +88,24 @@ class Supernet:
         self._by_layer = {}
         self._batch_norms = {}  # non-augmented BN layers, by id
         self._build()
+
+    def _excluded_groups(self, exclude):
+        cg = self.channel_groups
+        names = {node.operation.name for node in cg.graph.nodes}
+        unknown = [n for n in exclude if n not in names]
+        if unknown:
+            raise ValueError(
+                "Expected every name in `exclude` to be a layer of model "
+                f"{self.compact.name!r}. Received: exclude={list(exclude)!r} "
+                f"(unknown: {unknown!r})"
+            )
+        out = []
+        for name in exclude:
+            for node in cg.graph.nodes_of(name):
+                for gi in cg.layout(node.outputs[0]):
+                    if gi not in [g for g, _ in out]:
+                        out.append((gi, name))
+        return out
 
     # ------------------------------------------------------------------
     @property
