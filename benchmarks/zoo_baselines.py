@@ -3,7 +3,7 @@ trained plainly on real Fashion-MNIST and CIFAR-10 with one fixed budget,
 then exported to float32 and int8 TFLite and verified.
 
     python benchmarks/zoo_baselines.py [--n-per-class 500] [--epochs 4]
-        [--runs cifar10:resnet8 ...] [--name zoo_baselines]
+        [--runs cifar10:resnet8 ...] [--name zoo_baselines] [--save-dir D]
 
 Writes benchmarks/results/<name>.{json,md}. Besides the agreement of the
 int8 .tflite with Keras, each row gives `near_tie_frac`: the fraction of the
@@ -50,6 +50,12 @@ def main():
         help="dataset:model pairs to run (default: the whole zoo table)",
     )
     p.add_argument("--name", default="zoo_baselines", help="results name")
+    p.add_argument(
+        "--save-dir",
+        default=None,
+        help="also save each trained model there as <dataset>_<model>.keras "
+        "(for later diagnosis without retraining)",
+    )
     args = p.parse_args()
     runs = []
     for run in args.runs:
@@ -82,6 +88,9 @@ def main():
         res = training.train_classifier(
             model, splits, args.epochs, seed=args.seed, verbose=2
         )
+        if args.save_dir:
+            os.makedirs(args.save_dir, exist_ok=True)
+            model.save(os.path.join(args.save_dir, f"{dataset}_{name}.keras"))
         x, y = data.as_numpy(splits.test, limit=args.n_verify)
         row = {
             "dataset": dataset,
