@@ -111,7 +111,7 @@ class NetAug(Technique):
     150-epoch ImageNet schedules. On that MobileNetV2 the widened head
     (1280 -> up to 3328 channels feeding the classifier) makes the
     augmented model's logits blow up (max |logit| 106 vs 12 for the tiny
-    model after 250 steps); `exclude=["head_conv"]` recovers 3.9 of the
+    model after 250 steps); `exclude=["head_conv"]` recovers 3.7 of the
     6.5 points lost at 8 epochs, not all of them. Compare with a plain run
     on your own budget before relying on it.
 
