@@ -24,6 +24,17 @@ def is_functional(model):
     return isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth")
 
 
+def check_layer_names(argument, names, known, what):
+    """Raises a ValueError naming `argument` and the names in `names` that
+    are not in `known` (described as `what`, e.g. "layers of model 'm'")."""
+    unknown = [n for n in names if n not in known]
+    if unknown:
+        raise ValueError(
+            f"Expected `{argument}` to name {what}. Received: "
+            f"{argument}={names!r} (unknown: {unknown!r})"
+        )
+
+
 def iter_layers(model, include_self=False):
     """Yields every layer reachable from `model`, each once, depth first.
 

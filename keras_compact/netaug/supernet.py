@@ -19,6 +19,7 @@ from keras_compact.graph.channels import (
     KERNEL_LAYERS,
     ChannelGroups,
 )
+from keras_compact.graph.walk import check_layer_names
 from keras_compact.netaug import elastic
 
 L = keras.layers
@@ -91,14 +92,12 @@ class Supernet:
 
     def _excluded_groups(self, exclude):
         cg = self.channel_groups
-        names = {node.operation.name for node in cg.graph.nodes}
-        unknown = [n for n in exclude if n not in names]
-        if unknown:
-            raise ValueError(
-                "Expected every name in `exclude` to be a layer of model "
-                f"{self.compact.name!r}. Received: exclude={list(exclude)!r} "
-                f"(unknown: {unknown!r})"
-            )
+        check_layer_names(
+            "exclude",
+            list(exclude),
+            {node.operation.name for node in cg.graph.nodes},
+            f"layers of model {self.compact.name!r}",
+        )
         out = []
         for name in exclude:
             for node in cg.graph.nodes_of(name):

@@ -8,6 +8,7 @@ import keras
 import numpy as np
 
 from keras_compact.api_export import keras_compact_export
+from keras_compact.graph.walk import check_layer_names
 from keras_compact.sparse import distributions
 from keras_compact.sparse.policies import DSR, UpdateContext, get_policy
 from keras_compact.sparse.selection import default_dense_layers, scan
@@ -352,13 +353,12 @@ class SparseTraining(Technique):
                 layer.name: "dense_layers predicate"
                 for layer, _ in prunable if spec(layer)
             }
-        unknown = [n for n in spec if n not in names]
-        if unknown:
-            raise ValueError(
-                "Expected `dense_layers` to name prunable layers of model "
-                f"{model.name!r} ({names}). Received: dense_layers={spec!r} "
-                f"(unknown: {unknown})"
-            )
+        check_layer_names(
+            "dense_layers",
+            spec,
+            names,
+            f"prunable layers of model {model.name!r} ({names})",
+        )
         return {n: "dense_layers" for n in spec}
 
     # ------------------------------------------------------------------
