@@ -32,13 +32,6 @@ def _multipliers(value, name):
     return tuple(sorted(set(values)))
 
 
-def _iterable(value):
-    try:
-        return list(value)
-    except TypeError:
-        return [None]  # not a list: fails the check
-
-
 @keras_compact_export
 class NetAug(Technique):
     """Network augmentation: trains a tiny model inside wider ones.
@@ -110,10 +103,11 @@ class NetAug(Technique):
     still -10.8 at 40 epochs (one seed); the paper's gains come from
     150-epoch ImageNet schedules. On that MobileNetV2 the widened head
     (1280 -> up to 3328 channels feeding the classifier) makes the
-    augmented model's logits blow up (max |logit| 106 vs 12 for the tiny
-    model after 250 steps); `exclude=["head_conv"]` recovers 3.7 of the
-    6.5 points lost at 8 epochs, not all of them. Compare with a plain run
-    on your own budget before relying on it.
+    augmented model's logits blow up (max |logit| 80 vs 12 for the tiny
+    model after 3 epochs, `benchmarks/results/netaug_logits.md`);
+    `exclude=["head_conv"]` recovers 3.7 of the 6.5 points lost at 8
+    epochs, not all of them. Compare with a plain run on your own budget
+    before relying on it.
 
     Args:
         width_multipliers: multipliers (>= 1, including 1.0) of the width
@@ -140,8 +134,8 @@ class NetAug(Technique):
         exclude: names of layers whose output channels (and every channel
             tied to them) keep their tiny width, e.g. `["head_conv"]` for
             the zoo MobileNetV2's 1280-channel head (see the
-            measurements above). Checked against the model when the technique is
-            attached. Defaults to none.
+            measurements above). Checked against the model when the
+            technique is attached. Defaults to none.
         seed: seed of the width sampler (int or None).
         **kwargs: `Technique` (layer) arguments such as `name`.
 
@@ -226,8 +220,8 @@ class NetAug(Technique):
             )
         if exclude is None:
             exclude = ()
-        if isinstance(exclude, str) or not all(
-            isinstance(n, str) for n in _iterable(exclude)
+        if not isinstance(exclude, (list, tuple)) or not all(
+            isinstance(n, str) for n in exclude
         ):
             raise ValueError(
                 "Expected `exclude` to be a list of layer names. "

@@ -98,11 +98,12 @@ class Supernet:
             {node.operation.name for node in cg.graph.nodes},
             f"layers of model {self.compact.name!r}",
         )
-        out = []
+        out, seen = [], set()
         for name in exclude:
             for node in cg.graph.nodes_of(name):
                 for gi in cg.layout(node.outputs[0]):
-                    if gi not in [g for g, _ in out]:
+                    if gi not in seen:
+                        seen.add(gi)
                         out.append((gi, name))
         return out
 
