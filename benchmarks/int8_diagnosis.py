@@ -14,7 +14,7 @@ things:
 3. Top-1 agreement with Keras as a function of the number of calibration
    images, on `--n-verify` test images.
 
-    python benchmarks/int8_diagnosis.py --model /work/zoo_models/cifar10_wrn28_2.keras
+    python benchmarks/int8_diagnosis.py --model DIR/cifar10_wrn28_2.keras
         [--dataset cifar10] [--n-per-class 500] [--n-verify 3000]
         [--calibration 200 1000 3000] [--name int8_diagnosis]
 

@@ -105,9 +105,11 @@ class NetAug(Technique):
     (1280 -> up to 3328 channels feeding the classifier) makes the
     augmented model's logits blow up (max |logit| 80 vs 12 for the tiny
     model after 3 epochs, `benchmarks/results/netaug_logits.md`);
-    `exclude=["head_conv"]` recovers 3.7 of the 6.5 points lost at 8
-    epochs, not all of them. Compare with a plain run on your own budget
-    before relying on it.
+    `exclude=["head_conv"]` recovers most of the loss in some runs, not
+    all (15 epochs, 2 seeds: -0.9 and -5.1; 40 epochs, seed 0: -0.8), and
+    expand-only augmentation (`width_multipliers=(1.0,)`) gives +0.7 and
+    -2.2 on the same two seeds. Compare with a plain run on your own
+    budget before relying on it.
 
     Args:
         width_multipliers: multipliers (>= 1, including 1.0) of the width
