@@ -107,8 +107,8 @@ def export_tflite(
       97.2-99.0% for 7 of the 8 models after 12 epochs or fewer; the deep
       pre-activation WRN-28-2 agrees on 96.4% after 12 epochs (72.6%
       accuracy) and 98.4% after 20 (79.0%). A barely trained model agrees
-      less (95% at 41% accuracy):
-      many of its images have two logits closer than one int8 step. More
+      less (95% at 41% accuracy): many of its images have two logits
+      closer than one int8 step. More
       calibration data does not change that: on WRN-28-2, 200, 1,000 and
       3,000 calibration images give 95.9%, 96.1% and 95.3% on 3,000 test
       images, and every quantized tensor is at the plain-rounding error
