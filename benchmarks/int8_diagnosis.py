@@ -36,6 +36,9 @@ import tensorflow as tf  # noqa: E402
 from harness import write_results  # noqa: E402
 
 from keras_compact import data, export  # noqa: E402
+from keras_compact.export.tflite import (  # noqa: E402
+    _representative_dataset as _feed,  # the exporter's own feed
+)
 
 IDEAL = 1 / np.sqrt(12)
 
@@ -63,14 +66,6 @@ def debugger_errors(model, calibration, images):
         err = float(r["mean_squared_error"]) ** 0.5 / scale if scale else 0
         out.append((r["op_name"], r["tensor_name"], err))
     return out
-
-
-def _feed(images):
-    def gen():
-        for i in range(len(images)):
-            yield [images[i : i + 1]]
-
-    return gen
 
 
 def channel_range_ratios(model, images):
@@ -125,10 +120,11 @@ def main():
     )
     x, y = data.as_numpy(splits.test, limit=args.n_verify)
 
-    errors = debugger_errors(model, calibration[:200], x[:100])
+    debug_cal, debug_x = calibration[:200], x[:100]
+    errors = debugger_errors(model, debug_cal, debug_x)
     errs = np.array([e for _, _, e in errors])
     worst = sorted(errors, key=lambda r: -r[2])[:3]
-    ratios = channel_range_ratios(model, calibration[:200])
+    ratios = channel_range_ratios(model, debug_cal)
 
     rows = []
     with tempfile.TemporaryDirectory() as d:
@@ -154,7 +150,8 @@ def main():
             )
             print(rows[-1], flush=True)
     notes = [
-        f"QuantizationDebugger (200 calibration images, 100 test images): "
+        f"QuantizationDebugger ({len(debug_cal)} calibration images, "
+        f"{len(debug_x)} test images): "
         f"{len(errs)} quantized tensors, RMS error / quantization step "
         f"median {np.median(errs):.3f}, min {errs.min():.3f}, max "
         f"{errs.max():.3f} (plain rounding: {IDEAL:.3f}). Largest: "
