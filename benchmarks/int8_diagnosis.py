@@ -115,9 +115,7 @@ def main():
     splits = data.load_dataset(
         args.dataset, n_per_class=args.n_per_class, seed=args.seed
     )
-    calibration = data.representative_images(
-        splits, n=max(args.calibration)
-    )
+    calibration = data.representative_images(splits, n=max(args.calibration))
     x, y = data.as_numpy(splits.test, limit=args.n_verify)
 
     debug_cal, debug_x = calibration[:200], x[:100]

@@ -73,13 +73,22 @@ def sparse_layer_size(model):
     """Number of weights in the layers DSR's defaults make sparse."""
     prunable, _ = scan(model)
     dense = default_dense_layers(model)
-    return sum(int(np.prod(v.shape)) for layer, pairs in prunable
-               if layer.name not in dense for _, v in pairs)
+    return sum(
+        int(np.prod(v.shape))
+        for layer, pairs in prunable
+        if layer.name not in dense
+        for _, v in pairs
+    )
 
 
 def nonzero_params(model):
-    return int(sum(np.count_nonzero(keras.ops.convert_to_numpy(w))
-                   for w in model.weights if len(w.shape) > 0))
+    return int(
+        sum(
+            np.count_nonzero(keras.ops.convert_to_numpy(w))
+            for w in model.weights
+            if len(w.shape) > 0
+        )
+    )
 
 
 def thin_width(name, target):
@@ -95,17 +104,21 @@ def thin_width(name, target):
 def policies(args, steps, n_p):
     """The four sparse methods, their schedules scaled to the budget."""
     dt = max(2, round(100 * steps / 390))  # RigL CIFAR: dT=100 at 390 it/ep
-    period = PeriodSchedule().scaled(args.epochs / 200, steps / 500,
-                                     min_period=2)
+    period = PeriodSchedule().scaled(
+        args.epochs / 200, steps / 500, min_period=2
+    )
     stop = max(1, math.floor(190 / 200 * args.epochs))
     return {
         "static": lambda: Static(),
         "SET": lambda: SET(update_interval=dt),
-        "DSR": lambda: DSR(target_prunes=n_p, period=period,
-                           stop_epoch=stop),
+        "DSR": lambda: DSR(target_prunes=n_p, period=period, stop_epoch=stop),
         "RigL": lambda: RigL(update_interval=dt),
-    }, {"dT": dt, "dsr_period": period.get_config(), "dsr_stop_epoch": stop,
-        "dsr_N_p": n_p}
+    }, {
+        "dT": dt,
+        "dsr_period": period.get_config(),
+        "dsr_stop_epoch": stop,
+        "dsr_N_p": n_p,
+    }
 
 
 def paired_step_times(args, make_policy, sparsity, batch, rounds):
@@ -117,12 +130,14 @@ def paired_step_times(args, make_policy, sparsity, batch, rounds):
         keras.utils.set_random_seed(0)
         techs = None
         if name != "dense":
-            techs = [SparseTraining(sparsity, policy=make_policy[name](),
-                                    seed=0)]
+            techs = [
+                SparseTraining(sparsity, policy=make_policy[name](), seed=0)
+            ]
         tr = training.Trainer(models.get_model(args.model), techniques=techs)
-        tr.compile(optimizer=training.make_optimizer("sgd", 0.05),
-                   loss=keras.losses.SparseCategoricalCrossentropy(
-                       from_logits=True))
+        tr.compile(
+            optimizer=training.make_optimizer("sgd", 0.05),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
         for _ in range(3):
             tr.train_on_batch(xb, yb)
         trainers[name] = tr
@@ -146,18 +161,30 @@ def gz_size(path):
 def run_peer(args, out_json):
     if not os.path.exists(PEER_PYTHON):
         return None, f"peer venv missing: {PEER_PYTHON}"
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1",
-               PYTHONPATH=str(_ROOT))
-    cmd = [PEER_PYTHON, str(_ROOT / "benchmarks" / "sparse_tfmot_peer.py"),
-           "--epochs", str(args.epochs), "--n-per-class",
-           str(args.n_per_class), "--batch-size", str(args.batch_size),
-           "--seed", str(args.seed), "--frequency", str(args.dt),
-           "--sparsities", *[str(s) for s in args.sparsities],
-           "--out", out_json]
+    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PYTHONPATH=str(_ROOT))
+    cmd = [
+        PEER_PYTHON,
+        str(_ROOT / "benchmarks" / "sparse_tfmot_peer.py"),
+        "--epochs",
+        str(args.epochs),
+        "--n-per-class",
+        str(args.n_per_class),
+        "--batch-size",
+        str(args.batch_size),
+        "--seed",
+        str(args.seed),
+        "--frequency",
+        str(args.dt),
+        "--sparsities",
+        *[str(s) for s in args.sparsities],
+        "--out",
+        out_json,
+    ]
     proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
     if proc.returncode != 0:
-        return None, ("tfmot peer failed (rc "
-                      f"{proc.returncode}): {proc.stderr[-800:]}")
+        return None, (
+            f"tfmot peer failed (rc {proc.returncode}): {proc.stderr[-800:]}"
+        )
     with open(out_json) as f:
         return json.load(f), None
 
@@ -167,34 +194,42 @@ def add_peer_rows(args, rows, out_json):
     peer, error = run_peer(args, out_json)
     if peer:
         for r in peer["rows"]:
-            rows.append({"method": r["method"], "sparsity": r["sparsity"],
-                         "nonzero_params": r["nonzero_params"],
-                         "test_acc": r["test_acc"], "train_s": r["train_s"],
-                         "fit_median_step_ms": None,
-                         "achieved_sparsity": r["achieved_sparsity"]})
+            rows.append(
+                {
+                    "method": r["method"],
+                    "sparsity": r["sparsity"],
+                    "nonzero_params": r["nonzero_params"],
+                    "test_acc": r["test_acc"],
+                    "train_s": r["train_s"],
+                    "fit_median_step_ms": None,
+                    "achieved_sparsity": r["achieved_sparsity"],
+                }
+            )
             print(json.dumps(rows[-1]), flush=True)
     return error
 
 
-_TIMING_KEYS = ("paired_step_ms", "step_ratio_vs_dense",
-                "mean_step_ratio_vs_dense")
+_TIMING_KEYS = (
+    "paired_step_ms",
+    "step_ratio_vs_dense",
+    "mean_step_ratio_vs_dense",
+)
 
 
 def add_timing(args, rows, make_policy, splits, s_max):
     """Paired step times of dense and the sparse methods at `s_max`."""
     batch = next(iter(splits.train))
     batch = (batch[0].numpy(), batch[1].numpy())
-    med, mean = paired_step_times(args, make_policy, s_max, batch,
-                                  args.timing_rounds)
+    med, mean = paired_step_times(
+        args, make_policy, s_max, batch, args.timing_rounds
+    )
     for r in rows:
         for k in _TIMING_KEYS:
             r.pop(k, None)
         if r["sparsity"] == s_max and r["method"] in med:
             r["paired_step_ms"] = med[r["method"]]
             r["step_ratio_vs_dense"] = med[r["method"]] / med["dense"]
-            r["mean_step_ratio_vs_dense"] = (
-                mean[r["method"]] / mean["dense"]
-            )
+            r["mean_step_ratio_vs_dense"] = mean[r["method"]] / mean["dense"]
     rows[0]["paired_step_ms"] = med["dense"]
     rows[0]["step_ratio_vs_dense"] = 1.0
 
@@ -211,25 +246,39 @@ def update_only(args, make_policy, splits):
     peer_error = None
     if "peer" in args.only:
         rows = [r for r in rows if not r["method"].startswith("tfmot")]
-        peer_out = tempfile.NamedTemporaryFile(suffix=".json",
-                                               delete=False).name
+        peer_out = tempfile.NamedTemporaryFile(
+            suffix=".json", delete=False
+        ).name
         peer_error = add_peer_rows(args, rows, peer_out)
     if "timing" in args.only:
         add_timing(args, rows, make_policy, splits, s_max)
     date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    notes = _verdicts(rows, s_max, peer_error) + notes + [
-        f"Re-measured on {date} with --only {' '.join(args.only)} (all "
-        f"other rows from the full run): {args.reason}"
-    ]
+    notes = (
+        _verdicts(rows, s_max, peer_error)
+        + notes
+        + [
+            f"Re-measured on {date} with --only {' '.join(args.only)} (all "
+            f"other rows from the full run): {args.reason}"
+        ]
+    )
     budget["rerun"] = f"--only {' '.join(args.only)} on {date}"
     write_results("sparse_cifar10", rows, budget, notes, columns=COLUMNS)
 
 
 COLUMNS = [
-    "method", "sparsity", "nonzero_params", "test_acc", "updates",
-    "train_s", "paired_step_ms", "step_ratio_vs_dense",
-    "mean_step_ratio_vs_dense", "tflite_bytes", "tflite_gzip_bytes",
-    "gzip_ratio_vs_dense", "achieved_sparsity",
+    "method",
+    "sparsity",
+    "nonzero_params",
+    "test_acc",
+    "updates",
+    "train_s",
+    "paired_step_ms",
+    "step_ratio_vs_dense",
+    "mean_step_ratio_vs_dense",
+    "tflite_bytes",
+    "tflite_gzip_bytes",
+    "gzip_ratio_vs_dense",
+    "achieved_sparsity",
 ]
 
 
@@ -243,17 +292,25 @@ def main():
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--timing-rounds", type=int, default=15)
     p.add_argument("--skip-peer", action="store_true")
-    p.add_argument("--only", nargs="+", choices=["peer", "timing"],
-                   help="re-measure only these parts of an existing "
-                   "results file (needs --reason)")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        choices=["peer", "timing"],
+        help="re-measure only these parts of an existing "
+        "results file (needs --reason)",
+    )
     p.add_argument("--reason", default="")
     args = p.parse_args()
     if args.only and not args.reason:
         p.error("--only needs --reason (it is written into the notes)")
     t_start = time.perf_counter()
 
-    splits = data.load_dataset("cifar10", batch_size=args.batch_size,
-                               n_per_class=args.n_per_class, seed=args.seed)
+    splits = data.load_dataset(
+        "cifar10",
+        batch_size=args.batch_size,
+        n_per_class=args.n_per_class,
+        seed=args.seed,
+    )
     steps = int(splits.train.cardinality())
     dense_model = models.get_model(args.model)
     n_sparse = sparse_layer_size(dense_model)
@@ -285,8 +342,12 @@ def main():
 
     def train(model, techniques=None):
         return training.train_classifier(
-            model, splits, args.epochs, techniques=techniques,
-            seed=args.seed, verbose=0,
+            model,
+            splits,
+            args.epochs,
+            techniques=techniques,
+            seed=args.seed,
+            verbose=0,
         )
 
     res = train(models.get_model(args.model))
@@ -294,11 +355,14 @@ def main():
     trained["dense"] = res
     for s in args.sparsities:
         for name in ("static", "SET", "DSR", "RigL"):
-            tech = SparseTraining(s, policy=make_policy[name](),
-                                  seed=args.seed)
+            tech = SparseTraining(s, policy=make_policy[name](), seed=args.seed)
             res = train(models.get_model(args.model), [tech])
-            record(name, s, res, {"updates": int(keras.ops.convert_to_numpy(
-                tech.update_count))})
+            record(
+                name,
+                s,
+                res,
+                {"updates": int(keras.ops.convert_to_numpy(tech.update_count))},
+            )
             trained[(name, s)] = (res, tech)
         # Thin dense with the non-zero count of this sparsity (from DSR).
         target = rows[-1]["nonzero_params"]
@@ -328,16 +392,16 @@ def main():
         res, tech = trained[(name, s_max)]
         path = os.path.join(tmp, f"{name}.tflite")
         export_tflite(res.trainer, path, sparsity=True)
-        rep = verify_tflite(path, res.trainer, x_test, y_test,
-                            latency_runs=20)
+        rep = verify_tflite(path, res.trainer, x_test, y_test, latency_runs=20)
         sizes[name] = (os.path.getsize(path), gz_size(path))
         export_notes.append(
             f"{name} {s_max:.0%} .tflite (sparse storage): max |diff| vs "
             f"Keras {rep.max_abs_diff:.1e}; {rep.delegates}; latency "
             f"{rep.latency_ms_1_thread:.3f} ms (1 thread)"
         )
-    dense_rep = verify_tflite(dense_path, trained["dense"].trainer, x_test,
-                              y_test, latency_runs=20)
+    dense_rep = verify_tflite(
+        dense_path, trained["dense"].trainer, x_test, y_test, latency_runs=20
+    )
     for r in rows:
         key = r["method"] if r["sparsity"] == s_max else None
         if r["method"] == "dense":
@@ -349,9 +413,12 @@ def main():
     # Density plot of the 90%-sparse DSR run (emergent per-layer pattern).
     res, tech = trained[("DSR", s_max)]
     layer_sizes = {s["layer"]: s["size"] for s in tech.report()["sparse"]}
-    plot_density(tech, RESULTS / "sparse_cifar10_density.png",
-                 sizes=layer_sizes,
-                 title=f"DSR {s_max:.0%} on {args.model}, CIFAR-10 subset")
+    plot_density(
+        tech,
+        RESULTS / "sparse_cifar10_density.png",
+        sizes=layer_sizes,
+        title=f"DSR {s_max:.0%} on {args.model}, CIFAR-10 subset",
+    )
     final_density = tech.history[-1]
 
     notes = _verdicts(rows, s_max, peer_error)
@@ -364,24 +431,28 @@ def main():
     )
     notes.append(
         "DSR final per-layer density: "
-        + ", ".join(f"{k[len('sparse/density/'):]}={v:.3f}"
-                    for k, v in final_density.items()
-                    if k.startswith("sparse/density/"))
+        + ", ".join(
+            f"{k[len('sparse/density/') :]}={v:.3f}"
+            for k, v in final_density.items()
+            if k.startswith("sparse/density/")
+        )
     )
-    notes.append(f"whole benchmark wall time: "
-                 f"{(time.perf_counter() - t_start) / 60:.1f} min")
+    notes.append(
+        f"whole benchmark wall time: "
+        f"{(time.perf_counter() - t_start) / 60:.1f} min"
+    )
     budget = {
         "dataset": "CIFAR-10 (real): stratified subset of "
-                   f"{args.n_per_class}/class = {10 * args.n_per_class} "
-                   "train images (10% more held out for val), full 10,000 "
-                   "test images",
+        f"{args.n_per_class}/class = {10 * args.n_per_class} "
+        "train images (10% more held out for val), full 10,000 "
+        "test images",
         "model": f"{args.model} ({dense_model.count_params()} params, "
-                 f"{n_sparse} in the sparse layers)",
+        f"{n_sparse} in the sparse layers)",
         "epochs": args.epochs,
         "steps_per_epoch": steps,
         "batch_size": args.batch_size,
         "recipe": "SGD-Nesterov 0.9, lr 0.05 cosine to 0, decoupled wd "
-                  "5e-5 (not on BN/bias), pad-crop+flip; same for all",
+        "5e-5 (not on BN/bias), pad-crop+flip; same for all",
         "seed": args.seed,
         "schedules": (
             f"RigL/SET: dT={schedule['dT']} (RigL's dT=100 at 390 it/epoch, "
@@ -396,17 +467,19 @@ def main():
             f"{schedule['dT']} steps."
         ),
         "step_time": "paired: train_on_batch alternated dense/sparse "
-                     f"every 2 steps, {args.timing_rounds} rounds, "
-                     f"sparsity {s_max}, median",
+        f"every 2 steps, {args.timing_rounds} rounds, "
+        f"sparsity {s_max}, median",
     }
     write_results("sparse_cifar10", rows, budget, notes, columns=COLUMNS)
 
 
 def _verdicts(rows, s_max, peer_error):
-    notes = ["Single seed; on a test set of 10,000 images one standard "
-             "error of an accuracy near 50% is 0.5 points, and seed-to-seed "
-             "spread of a short run is larger: differences under ~1.5 "
-             "points are not significant."]
+    notes = [
+        "Single seed; on a test set of 10,000 images one standard "
+        "error of an accuracy near 50% is 0.5 points, and seed-to-seed "
+        "spread of a short run is larger: differences under ~1.5 "
+        "points are not significant."
+    ]
 
     def acc(method, s):
         for r in rows:
@@ -415,8 +488,11 @@ def _verdicts(rows, s_max, peer_error):
         return None
 
     for s in sorted({r["sparsity"] for r in rows if r["sparsity"] > 0}):
-        static, thin, peer = acc("static", s), acc("thin dense", s), acc(
-            "tfmot", s)
+        static, thin, peer = (
+            acc("static", s),
+            acc("thin dense", s),
+            acc("tfmot", s),
+        )
         for m in ("DSR", "RigL"):
             a = acc(m, s)
             if a is None:
@@ -426,11 +502,15 @@ def _verdicts(rows, s_max, peer_error):
                 f"vs static {100 * static:.2f}% "
                 f"({'MET' if a >= static + 0.01 else 'NOT met'}: >= +1.0)"
             )
-            parts.append(f"vs thin dense {100 * thin:.2f}% "
-                         f"({'MET' if a > thin else 'NOT met'}: >)")
+            parts.append(
+                f"vs thin dense {100 * thin:.2f}% "
+                f"({'MET' if a > thin else 'NOT met'}: >)"
+            )
             if peer is not None:
-                parts.append(f"vs tfmot {100 * peer:.2f}% "
-                             f"({'MET' if a >= peer else 'NOT met'}: >=)")
+                parts.append(
+                    f"vs tfmot {100 * peer:.2f}% "
+                    f"({'MET' if a >= peer else 'NOT met'}: >=)"
+                )
             notes.append("; ".join(parts))
     if peer_error:
         notes.append(f"tfmot peer: {peer_error}")

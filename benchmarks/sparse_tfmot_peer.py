@@ -37,14 +37,19 @@ def resnet8(width=1.0, num_classes=10):
     layers = tf_keras.layers
 
     def conv(filters, k, stride, name):
-        return layers.Conv2D(filters, k, strides=stride, padding="same",
-                             use_bias=False, kernel_initializer="he_normal",
-                             name=name)
+        return layers.Conv2D(
+            filters,
+            k,
+            strides=stride,
+            padding="same",
+            use_bias=False,
+            kernel_initializer="he_normal",
+            name=name,
+        )
 
     def bn(name):
         # The zoo's BatchNormalization (keras_compact.models.model_utils).
-        return layers.BatchNormalization(momentum=0.9, epsilon=1e-5,
-                                         name=name)
+        return layers.BatchNormalization(momentum=0.9, epsilon=1e-5, name=name)
 
     def ch(c):
         return max(1, int(round(c * width)))
@@ -86,12 +91,16 @@ def run(sparsity, args, splits):
     total = steps * args.epochs
     # The last pruning step must be one tfmot prunes at (a multiple of
     # `frequency`), so that the final sparsity is reached.
-    end = max(args.frequency,
-              int(args.end_fraction * total) // args.frequency
-              * args.frequency)
+    end = max(
+        args.frequency,
+        int(args.end_fraction * total) // args.frequency * args.frequency,
+    )
     schedule = tfmot.sparsity.keras.PolynomialDecay(
-        initial_sparsity=0.0, final_sparsity=sparsity, begin_step=0,
-        end_step=end, power=3,
+        initial_sparsity=0.0,
+        final_sparsity=sparsity,
+        begin_step=0,
+        end_step=end,
+        power=3,
         frequency=args.frequency,
     )
     base = resnet8()
@@ -105,27 +114,33 @@ def run(sparsity, args, splits):
 
     model = tf_keras.models.clone_model(base, clone_function=wrap)
     lr = tf_keras.optimizers.schedules.CosineDecay(args.lr, total)
-    opt = tf_keras.optimizers.SGD(lr, momentum=0.9, nesterov=True,
-                                  weight_decay=args.weight_decay)
-    opt.exclude_from_weight_decay(
-        var_names=["bias", "gamma", "beta", "moving"]
+    opt = tf_keras.optimizers.SGD(
+        lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay
     )
+    opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "moving"])
     model.compile(
         optimizer=opt,
         loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
         metrics=["accuracy"],
     )
     start = time.perf_counter()
-    model.fit(splits.train, validation_data=splits.val, epochs=args.epochs,
-              callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
-              verbose=args.verbose)
+    model.fit(
+        splits.train,
+        validation_data=splits.val,
+        epochs=args.epochs,
+        callbacks=[tfmot.sparsity.keras.UpdatePruningStep()],
+        verbose=args.verbose,
+    )
     seconds = time.perf_counter() - start
     final = tfmot.sparsity.keras.strip_pruning(model)
-    final.compile(metrics=["accuracy"], loss=tf_keras.losses.
-                  SparseCategoricalCrossentropy(from_logits=True))
+    final.compile(
+        metrics=["accuracy"],
+        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
     acc = final.evaluate(splits.test, verbose=0, return_dict=True)
-    nonzeros = int(sum(np.count_nonzero(w) for w in final.get_weights()
-                       if w.ndim > 0))
+    nonzeros = int(
+        sum(np.count_nonzero(w) for w in final.get_weights() if w.ndim > 0)
+    )
     pruned = [layer for layer in final.layers if prunable(layer)]
     zeros = sum(int(np.sum(layer.kernel.numpy() == 0)) for layer in pruned)
     size = sum(int(np.prod(layer.kernel.shape)) for layer in pruned)
@@ -154,15 +169,21 @@ def main():
     p.add_argument("--verbose", type=int, default=0)
     p.add_argument("--out", required=True)
     args = p.parse_args()
-    splits = load_dataset("cifar10", batch_size=args.batch_size,
-                          n_per_class=args.n_per_class, seed=args.seed)
+    splits = load_dataset(
+        "cifar10",
+        batch_size=args.batch_size,
+        n_per_class=args.n_per_class,
+        seed=args.seed,
+    )
     rows = []
     for s in args.sparsities:
         rows.append(run(s, args, splits))
         print(rows[-1], flush=True)
-    versions = {"tensorflow": tf.__version__,
-                "tf_keras": tf_keras.__version__,
-                "tfmot": getattr(tfmot, "__version__", "0.8")}
+    versions = {
+        "tensorflow": tf.__version__,
+        "tf_keras": tf_keras.__version__,
+        "tfmot": getattr(tfmot, "__version__", "0.8"),
+    }
     with open(args.out, "w") as f:
         json.dump({"rows": rows, "versions": versions}, f, indent=2)
 

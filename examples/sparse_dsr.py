@@ -48,13 +48,16 @@ def main():
     os.makedirs(args.out, exist_ok=True)
 
     splits = keras_compact.data.load_dataset(
-        args.dataset, batch_size=args.batch_size,
-        n_per_class=args.n_per_class, test_n_per_class=100,
+        args.dataset,
+        batch_size=args.batch_size,
+        n_per_class=args.n_per_class,
+        test_n_per_class=100,
     )
     info = splits.info
     steps = int(splits.train.cardinality())
     model = keras_compact.models.get_model(
-        args.model, input_shape=info.input_shape,
+        args.model,
+        input_shape=info.input_shape,
         num_classes=info.num_classes,
     )
 
@@ -76,28 +79,36 @@ def main():
         metrics=["accuracy"],
     )
     history = trainer.fit(
-        splits.train, validation_data=splits.val, epochs=args.epochs,
+        splits.train,
+        validation_data=splits.val,
+        epochs=args.epochs,
         verbose=2,
     )
 
     sparse.summary()
-    print("test accuracy:",
-          trainer.evaluate(splits.test, verbose=0, return_dict=True)
-          ["accuracy"])
+    print(
+        "test accuracy:",
+        trainer.evaluate(splits.test, verbose=0, return_dict=True)["accuracy"],
+    )
     sizes = {s["layer"]: s["size"] for s in sparse.report()["sparse"]}
     plot_density(history, os.path.join(args.out, "density.png"), sizes=sizes)
 
     x, y = next(iter(splits.test))
-    for name, kw in (("dense_storage", {}), ("sparse_storage",
-                                              {"sparsity": True})):
+    for name, kw in (
+        ("dense_storage", {}),
+        ("sparse_storage", {"sparsity": True}),
+    ):
         path = os.path.join(args.out, f"{args.model}_{name}.tflite")
         export_tflite(trainer, path, **kw)  # exports trainer.strip()
-        report = verify_tflite(path, trainer, x.numpy(), y.numpy(),
-                               latency_runs=20)
+        report = verify_tflite(
+            path, trainer, x.numpy(), y.numpy(), latency_runs=20
+        )
         with open(path, "rb") as f:
             gz = len(gzip.compress(f.read(), 9))
-        print(f"{name}: {report.size_bytes} B raw, {gz} B gzip, max |diff| "
-              f"{report.max_abs_diff:.2e}, {report.delegates}")
+        print(
+            f"{name}: {report.size_bytes} B raw, {gz} B gzip, max |diff| "
+            f"{report.max_abs_diff:.2e}, {report.delegates}"
+        )
 
 
 if __name__ == "__main__":

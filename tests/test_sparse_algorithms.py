@@ -128,8 +128,7 @@ def test_allocate_is_proportional_capped_and_exact():
 
 def test_threshold_drop_counts_never_empty_a_layer():
     mags = [tf.constant([0.1, 0.2, 5.0, 0.0]), tf.constant([0.1, 0.2])]
-    acts = [tf.constant([True, True, True, False]),
-            tf.constant([True, True])]
+    acts = [tf.constant([True, True, True, False]), tf.constant([True, True])]
     counts = algorithms.threshold_drop_counts(mags, acts, 1.0)
     assert [int(c) for c in counts] == [2, 1]
 
@@ -146,7 +145,8 @@ def _dsr_round(policy, kernels, masks, step):
         [tf.constant(k) for k in kernels],
         [tf.constant(m > 0) for m in masks],
         [None] * len(kernels),
-        tf.constant(step, tf.int64), tf.constant(0, tf.int64),
+        tf.constant(step, tf.int64),
+        tf.constant(0, tf.int64),
         lambda i, salt: algorithms.seed_for(7, i, salt, step),
     )
     n_drop = policy.drop_counts(ctx)
@@ -155,7 +155,10 @@ def _dsr_round(policy, kernels, masks, step):
     new = []
     for i in range(len(kernels)):
         m, kept = algorithms.drop_and_grow(
-            ctx.actives[i], tf.abs(ctx.kernels[i]), grow_s[i], n_drop[i],
+            ctx.actives[i],
+            tf.abs(ctx.kernels[i]),
+            grow_s[i],
+            n_drop[i],
             n_grow[i],
         )
         dropped = np.logical_and(masks[i] > 0, ~kept.numpy())
@@ -205,8 +208,8 @@ def test_dsr_regrowth_is_proportional_to_survivors():
     masks[0][:40] = 1  # 4000 active
     masks[1][:10] = 1  # 1000 active
     kernels = [np.where(m > 0, 1.0, 0.0).astype("float32") for m in masks]
-    kernels[0][:4] = 1e-5   # 400 prunable in layer 0
-    kernels[1][:1] = 1e-5   # 100 prunable in layer 1
+    kernels[0][:4] = 1e-5  # 400 prunable in layer 0
+    kernels[1][:1] = 1e-5  # 100 prunable in layer 1
     policy = DSR(target_prunes=500)
     policy.build(_Holder(), 5000)
     _, k, grown = _dsr_round(policy, kernels, masks, 1)
@@ -221,7 +224,13 @@ def test_dsr_regrowth_is_proportional_to_survivors():
 def test_period_schedule_values_and_scaling():
     s = PeriodSchedule()
     assert [int(s(e)) for e in (0, 24, 25, 79, 80, 140, 199)] == [
-        100, 100, 200, 200, 400, 800, 800
+        100,
+        100,
+        200,
+        200,
+        400,
+        800,
+        800,
     ]
     t = s.scaled(epoch_factor=0.1, step_factor=0.2, min_period=10)
     assert t.boundaries == [2, 8, 14] and t.periods == [20, 40, 80, 160]
@@ -247,8 +256,12 @@ def test_cosine_drop_fraction():
         PeriodSchedule((3, 6), (10, 20, 40)),
         CosineDropFraction(0.2, 500),
         ConstantDropFraction(0.1),
-        DSR(target_prunes=0.05, delta=0.2, period=PeriodSchedule((2,), (5, 9)),
-            stop_epoch=7),
+        DSR(
+            target_prunes=0.05,
+            delta=0.2,
+            period=PeriodSchedule((2,), (5, 9)),
+            stop_epoch=7,
+        ),
         SET(update_interval=10, drop_fraction=0.3),
         RigL(update_interval=7, end_fraction=0.5),
         Static(),

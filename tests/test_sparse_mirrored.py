@@ -75,12 +75,15 @@ def test_mirrored_strategy_keeps_replicas_identical():
     env = dict(os.environ)
     env.setdefault("KERAS_BACKEND", "tensorflow")
     proc = subprocess.run(
-        [sys.executable, "-c", SCRIPT], capture_output=True, text=True,
-        env=env, timeout=300,
+        [sys.executable, "-c", SCRIPT],
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
     )
     lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("RESULT")]
     assert proc.returncode == 0 and lines, proc.stderr[-3000:]
-    out = json.loads(lines[-1][len("RESULT"):])
+    out = json.loads(lines[-1][len("RESULT") :])
     assert out["replicas"] == 2
     for name in ("dsr", "rigl"):
         r = out[name]

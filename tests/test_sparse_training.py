@@ -49,8 +49,7 @@ def tiny_resnet(seed=0):
 
 def data(n=64, seed=0):
     rng = np.random.default_rng(seed)
-    return (rng.random((n, 8, 8, 3), dtype=np.float32),
-            rng.integers(0, 4, n))
+    return (rng.random((n, 8, 8, 3), dtype=np.float32), rng.integers(0, 4, n))
 
 
 def make(policy, sparsity=0.8, seed=3, optimizer=None, model_seed=0, **kw):
@@ -80,13 +79,17 @@ POLICIES = {
 
 
 def masks_of(tech):
-    return {k: keras.ops.convert_to_numpy(m).copy()
-            for k, _, m in tech.sparse_weights}
+    return {
+        k: keras.ops.convert_to_numpy(m).copy()
+        for k, _, m in tech.sparse_weights
+    }
 
 
 def kernels_of(tech):
-    return {k: keras.ops.convert_to_numpy(v).copy()
-            for k, v, _ in tech.sparse_weights}
+    return {
+        k: keras.ops.convert_to_numpy(v).copy()
+        for k, v, _ in tech.sparse_weights
+    }
 
 
 # ----------------------------------------------------------------------
@@ -95,12 +98,21 @@ def kernels_of(tech):
 def test_layers_defaults_and_exact_uniform_counts():
     model, tech, _ = make("static", sparsity=0.8)
     assert default_dense_layers(model) == {
-        "stem": "first layer", "short": "1x1 shortcut conv"
+        "stem": "first layer",
+        "short": "1x1 shortcut conv",
     }
     rep = tech.report()
     keys = [k for k, _, _ in tech.sparse_weights]
-    assert keys == ["c1", "c2", "sep.depthwise_kernel",
-                    "sep.pointwise_kernel", "dw", "up", "fc", "logits"]
+    assert keys == [
+        "c1",
+        "c2",
+        "sep.depthwise_kernel",
+        "sep.pointwise_kernel",
+        "dw",
+        "up",
+        "fc",
+        "logits",
+    ]
     shapes = [s["shape"] for s in rep["sparse"]]
     expected = nonzero_counts(shapes, uniform_densities(shapes, 0.8))
     assert [s["nonzeros"] for s in rep["sparse"]] == expected
@@ -227,8 +239,10 @@ def test_exact_sparsity_and_budget_after_every_step(name):
 
 @pytest.mark.parametrize(
     "optimizer",
-    [lambda: keras.optimizers.SGD(0.1, momentum=0.9),
-     lambda: keras.optimizers.Adam(1e-2)],
+    [
+        lambda: keras.optimizers.SGD(0.1, momentum=0.9),
+        lambda: keras.optimizers.Adam(1e-2),
+    ],
     ids=["sgd_momentum", "adam"],
 )
 def test_optimizer_slots_of_regrown_and_inactive_weights_are_zero(optimizer):
@@ -243,8 +257,15 @@ def test_optimizer_slots_of_regrown_and_inactive_weights_are_zero(optimizer):
     for _, v, _ in tech.sparse_weights:
         for slot in optimizer_slots(trainer.optimizer, v):
             slot.assign(np.full(slot.shape, 1e-4, "float32"))
-    trainer.fit(x, y, batch_size=16, epochs=2, initial_epoch=1, verbose=0,
-                steps_per_epoch=1)
+    trainer.fit(
+        x,
+        y,
+        batch_size=16,
+        epochs=2,
+        initial_epoch=1,
+        verbose=0,
+        steps_per_epoch=1,
+    )
     after = masks_of(tech)
     n_slots = 0
     grown_total = 0
@@ -309,7 +330,8 @@ def test_keras_round_trip_restores_masks_threshold_and_outputs(tmp_path):
         keras.ops.convert_to_numpy(tech.update_count)
     )
     np.testing.assert_allclose(
-        loaded.predict(x, verbose=0), trainer.predict(x, verbose=0),
+        loaded.predict(x, verbose=0),
+        trainer.predict(x, verbose=0),
         atol=1e-6,
     )
     # Training goes on from the restored state, still exactly sparse.
@@ -335,12 +357,17 @@ def test_backup_and_restore_resume_reproduces_masks(tmp_path, name):
     _, _, trainer = make(POLICIES[name]())
     trainer(x[:1])  # BackupAndRestore needs a built model
     with pytest.raises(RuntimeError, match="interrupted"):
-        trainer.fit(x, y, callbacks=[
-            keras.callbacks.BackupAndRestore(backup), Interrupt()], **kw)
+        trainer.fit(
+            x,
+            y,
+            callbacks=[keras.callbacks.BackupAndRestore(backup), Interrupt()],
+            **kw,
+        )
     _, resumed, trainer = make(POLICIES[name](), model_seed=1)
     trainer(x[:1])
-    trainer.fit(x, y, callbacks=[keras.callbacks.BackupAndRestore(backup)],
-                **kw)
+    trainer.fit(
+        x, y, callbacks=[keras.callbacks.BackupAndRestore(backup)], **kw
+    )
     assert int(keras.ops.convert_to_numpy(trainer.optimizer.iterations)) == 16
     for k, m in masks_of(ref).items():
         np.testing.assert_array_equal(m, masks_of(resumed)[k])
@@ -355,11 +382,8 @@ def test_strip_equals_training_model_and_is_exactly_sparse():
     ref = trainer.predict(x, verbose=0)
     stripped = trainer.strip()
     assert stripped is model
-    assert not any(
-        "mask" in w.path for w in stripped.weights
-    )
-    np.testing.assert_allclose(stripped.predict(x, verbose=0), ref,
-                               atol=1e-5)
+    assert not any("mask" in w.path for w in stripped.weights)
+    np.testing.assert_allclose(stripped.predict(x, verbose=0), ref, atol=1e-5)
     for key, v, m in tech.sparse_weights:
         kv = keras.ops.convert_to_numpy(v)
         assert np.count_nonzero(kv) <= int(keras.ops.convert_to_numpy(m).sum())
@@ -380,11 +404,17 @@ def test_logs_reach_history_and_user_callbacks_and_plot(tmp_path):
     _, tech, trainer = make(dsr())
     x, y = data()
     spy = LogSpy()
-    hist = trainer.fit(x, y, batch_size=16, epochs=3, verbose=0,
-                       callbacks=[spy])
+    hist = trainer.fit(
+        x, y, batch_size=16, epochs=3, verbose=0, callbacks=[spy]
+    )
     h = hist.history
-    for key in ("sparse/density", "sparse/threshold", "sparse/dropped",
-                "sparse/updates", "sparse/density/c2"):
+    for key in (
+        "sparse/density",
+        "sparse/threshold",
+        "sparse/dropped",
+        "sparse/updates",
+        "sparse/density/c2",
+    ):
         assert len(h[key]) == 3, key
         # A user callback (TensorBoard writes every entry it sees as an
         # `epoch_<name>` scalar) receives the entries too.
@@ -420,8 +450,9 @@ def test_constructor_errors_name_argument_and_value(kw, match):
 
 def test_attach_errors_are_clear():
     with pytest.raises(ValueError, match=r"unknown: \['nope'\]"):
-        Trainer(tiny_resnet(), techniques=[
-            SparseTraining(dense_layers=["nope"])])
+        Trainer(
+            tiny_resnet(), techniques=[SparseTraining(dense_layers=["nope"])]
+        )
     sub = Subclassed()
     with pytest.raises(ValueError, match="must be built"):
         Trainer(sub, techniques=[SparseTraining()])
@@ -456,8 +487,9 @@ def test_sparse_tflite_export_is_smaller_after_gzip(tmp_path):
     model = keras.Model(inp, keras.layers.Dense(4, name="logits")(h))
     dense_path = str(tmp_path / "dense.tflite")
     export_tflite(model, dense_path)
-    trainer = Trainer(model, techniques=[SparseTraining(0.9, policy="static",
-                                                        seed=0)])
+    trainer = Trainer(
+        model, techniques=[SparseTraining(0.9, policy="static", seed=0)]
+    )
     sparse_path = str(tmp_path / "sparse.tflite")
     export_tflite(trainer, sparse_path, sparsity=True)
 
@@ -469,8 +501,9 @@ def test_sparse_tflite_export_is_smaller_after_gzip(tmp_path):
 
 
 def test_eager_update_with_he_normal_regrowth():
-    _, tech, _ = make(SET(update_interval=2, end_step=100),
-                      regrow_init="he_normal")
+    _, tech, _ = make(
+        SET(update_interval=2, end_step=100), regrow_init="he_normal"
+    )
     before = masks_of(tech)
     tech.update_masks(None, step=2)
     grown = 0
@@ -480,5 +513,6 @@ def test_eager_update_with_he_normal_regrowth():
         grown += int(new.sum())
         assert (kv[new] != 0).all()  # He-normal draws, not zeros
         assert int(keras.ops.convert_to_numpy(m).sum()) == int(
-            before[key].sum())
+            before[key].sum()
+        )
     assert grown > 0

@@ -70,9 +70,7 @@ def drop_and_grow(active, drop_score, grow_score, n_drop, n_grow):
     kept = select_top(
         tf.where(active, drop_score, NEG_INF), n_keep, valid=active
     )
-    candidates = tf.logical_and(
-        tf.logical_not(kept), grow_score > NEG_INF
-    )
+    candidates = tf.logical_and(tf.logical_not(kept), grow_score > NEG_INF)
     grown = select_top(
         tf.where(candidates, grow_score, NEG_INF), n_grow, valid=candidates
     )
@@ -150,9 +148,7 @@ def allocate(total, weights, capacity, seed):
         s_open = tf.reduce_sum(w_open)
         # Layers with spare room but zero weight still take a fair share
         # when no weighted layer is left.
-        w_open = tf.where(
-            s_open > 0.0, w_open, tf.cast(spare > 0, tf.float32)
-        )
+        w_open = tf.where(s_open > 0.0, w_open, tf.cast(spare > 0, tf.float32))
         s_open = tf.reduce_sum(w_open)
         add = tf.cast(
             tf.floor(

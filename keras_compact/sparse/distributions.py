@@ -28,8 +28,7 @@ DISTRIBUTIONS = ("uniform", "erk")
 def _check(shapes, sparsity):
     if not 0.0 <= float(sparsity) < 1.0:
         raise ValueError(
-            "Expected `sparsity` in [0, 1). "
-            f"Received: sparsity={sparsity!r}"
+            f"Expected `sparsity` in [0, 1). Received: sparsity={sparsity!r}"
         )
     shapes = [tuple(int(d) for d in s) for s in shapes]
     for s in shapes:

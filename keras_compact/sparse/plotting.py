@@ -14,11 +14,15 @@ def _series(source):
         keys = []
         for r in records:
             keys += [k for k in r if k.startswith(_PREFIX) and k not in keys]
-        return {k[len(_PREFIX):]: [r.get(k, np.nan) for r in records]
-                for k in keys}
+        return {
+            k[len(_PREFIX) :]: [r.get(k, np.nan) for r in records] for k in keys
+        }
     if isinstance(source, dict):
-        return {k[len(_PREFIX):]: list(v) for k, v in source.items()
-                if k.startswith(_PREFIX)}
+        return {
+            k[len(_PREFIX) :]: list(v)
+            for k, v in source.items()
+            if k.startswith(_PREFIX)
+        }
     raise TypeError(
         "Expected a keras History, its `history` dict or a SparseTraining "
         f"technique. Received: {type(source).__name__}"
@@ -66,8 +70,12 @@ def plot_density(source, path=None, sizes=None, title=None):
     cmap = plt.get_cmap("viridis_r")
     n = len(series)
     for i, (key, values) in enumerate(series.items()):
-        ax.plot(np.arange(1, len(values) + 1), values, label=key,
-                color=cmap(0.15 + 0.8 * i / max(n - 1, 1)))
+        ax.plot(
+            np.arange(1, len(values) + 1),
+            values,
+            label=key,
+            color=cmap(0.15 + 0.8 * i / max(n - 1, 1)),
+        )
     ax.set_xlabel("epoch")
     ax.set_ylabel("density (fraction of non-zeros)")
     ax.set_title("per-layer density (light: first layer, dark: last)")
@@ -78,8 +86,14 @@ def plot_density(source, path=None, sizes=None, title=None):
         keys = [k for k in series if k in sizes]
         x = [sizes[k] for k in keys]
         y = [series[k][-1] for k in keys]
-        ax2.scatter(x, y, c=[cmap(0.15 + 0.8 * list(series).index(k)
-                                  / max(n - 1, 1)) for k in keys])
+        ax2.scatter(
+            x,
+            y,
+            c=[
+                cmap(0.15 + 0.8 * list(series).index(k) / max(n - 1, 1))
+                for k in keys
+            ],
+        )
         ax2.set_xscale("log")
         ax2.set_xlabel("weights in layer")
         ax2.set_ylabel("final density")

@@ -41,7 +41,8 @@ class UpdateContext:
     def uniform(self, i, salt):
         """Stateless U[0, 1) noise of layer `i`'s shape."""
         return tf.random.stateless_uniform(
-            tf.shape(self.kernels[i]), seed=self.seed(i, salt),
+            tf.shape(self.kernels[i]),
+            seed=self.seed(i, salt),
             dtype=tf.float32,
         )
 
@@ -158,8 +159,13 @@ class _FractionPolicy(SparsePolicy):
 
     needs_end_step = True
 
-    def __init__(self, update_interval=100, drop_fraction=None,
-                 end_step=None, end_fraction=0.75):
+    def __init__(
+        self,
+        update_interval=100,
+        drop_fraction=None,
+        end_step=None,
+        end_fraction=0.75,
+    ):
         self.update_interval = _check_interval(update_interval)
         if drop_fraction is None:
             drop_fraction = CosineDropFraction(0.3)
@@ -314,8 +320,14 @@ class DSR(SparsePolicy):
         (arXiv:1902.05967), algorithm 1.
     """
 
-    def __init__(self, target_prunes=20000, delta=0.1,
-                 initial_threshold=1e-3, period=None, stop_epoch=190):
+    def __init__(
+        self,
+        target_prunes=20000,
+        delta=0.1,
+        initial_threshold=1e-3,
+        period=None,
+        stop_epoch=190,
+    ):
         if isinstance(target_prunes, bool) or not (
             (isinstance(target_prunes, int) and target_prunes >= 0)
             or (isinstance(target_prunes, float) and 0 < target_prunes < 1)
@@ -373,9 +385,7 @@ class DSR(SparsePolicy):
         due = tf.logical_and(step > 0, tf.equal(step % period, 0))
         if self.stop_epoch is None:
             return due
-        return tf.logical_and(
-            due, tf.cast(epoch, tf.int64) < self.stop_epoch
-        )
+        return tf.logical_and(due, tf.cast(epoch, tf.int64) < self.stop_epoch)
 
     def drop_counts(self, ctx):
         magnitudes = self.drop_scores(ctx)
@@ -412,8 +422,9 @@ class DSR(SparsePolicy):
         ]
 
     def after_update(self, ctx, n_drop):
-        pruned = tf.cast(tf.add_n([tf.cast(k, tf.int32) for k in n_drop]),
-                         tf.float32)
+        pruned = tf.cast(
+            tf.add_n([tf.cast(k, tf.int32) for k in n_drop]), tf.float32
+        )
         h = self.threshold.value
         high = (1.0 + self.delta) * self.num_prunes
         low = (1.0 - self.delta) * self.num_prunes

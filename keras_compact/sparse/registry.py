@@ -135,9 +135,7 @@ def prunable_weights(layer):
     if getattr(layer, "lora_enabled", False):
         raise UnsupportedLayer("LoRA is enabled on it")
     if getattr(layer, "quantization_mode", None):
-        raise UnsupportedLayer(
-            f"it is quantized ({layer.quantization_mode!r})"
-        )
+        raise UnsupportedLayer(f"it is quantized ({layer.quantization_mode!r})")
     if not layer.built:
         raise UnsupportedLayer("it is not built")
     return _checked(layer, [(n, _resolve(layer, n)) for n in names])

@@ -100,8 +100,10 @@ class PeriodSchedule:
         return PeriodSchedule(boundaries, periods)
 
     def get_config(self):
-        return {"boundaries": list(self.boundaries),
-                "periods": list(self.periods)}
+        return {
+            "boundaries": list(self.boundaries),
+            "periods": list(self.periods),
+        }
 
     @classmethod
     def from_config(cls, config):
@@ -153,13 +155,16 @@ class CosineDropFraction:
         end = keras.ops.maximum(keras.ops.cast(end, "float32"), 1.0)
         progress = keras.ops.minimum(step / end, 1.0)
         return (
-            0.5 * self.initial_fraction
+            0.5
+            * self.initial_fraction
             * (1.0 + keras.ops.cos(math.pi * progress))
         )
 
     def get_config(self):
-        return {"initial_fraction": self.initial_fraction,
-                "end_step": self.end_step}
+        return {
+            "initial_fraction": self.initial_fraction,
+            "end_step": self.end_step,
+        }
 
     @classmethod
     def from_config(cls, config):

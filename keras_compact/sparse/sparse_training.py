@@ -191,9 +191,11 @@ class SparseTraining(Technique):
     ):
         kwargs.setdefault("name", "sparse_training")
         super().__init__(**kwargs)
-        if isinstance(sparsity, bool) or not isinstance(
-            sparsity, (int, float)
-        ) or not 0.0 <= float(sparsity) < 1.0:
+        if (
+            isinstance(sparsity, bool)
+            or not isinstance(sparsity, (int, float))
+            or not 0.0 <= float(sparsity) < 1.0
+        ):
             raise ValueError(
                 "Expected `sparsity` to be a float in [0, 1). "
                 f"Received: sparsity={sparsity!r}"
@@ -271,8 +273,9 @@ class SparseTraining(Technique):
         ]
         dense = self._resolve_dense(model, prunable)
         self._dense = dense
-        chosen = [(lay, pairs) for lay, pairs in prunable
-                  if lay.name not in dense]
+        chosen = [
+            (lay, pairs) for lay, pairs in prunable if lay.name not in dense
+        ]
         if not chosen:
             raise ValueError(
                 "No prunable weight is left to make sparse in model "
@@ -287,13 +290,12 @@ class SparseTraining(Technique):
                 stacklevel=2,
             )
         entries = [
-            (layer, label, var) for layer, pairs in chosen
+            (layer, label, var)
+            for layer, pairs in chosen
             for label, var in pairs
         ]
         shapes = [tuple(v.shape) for _, _, v in entries]
-        dens = distributions.densities(
-            self.distribution, shapes, self.sparsity
-        )
+        dens = distributions.densities(self.distribution, shapes, self.sparsity)
         total = None
         if self.distribution == "erk":
             size = sum(int(np.prod(s)) for s in shapes)
@@ -303,8 +305,10 @@ class SparseTraining(Technique):
         for layer, _, _ in entries:
             multi[layer.name] = multi.get(layer.name, 0) + 1
         for i, ((layer, label, var), n) in enumerate(zip(entries, counts)):
-            key = layer.name if multi[layer.name] == 1 else (
-                f"{layer.name}.{label}"
+            key = (
+                layer.name
+                if multi[layer.name] == 1
+                else (f"{layer.name}.{label}")
             )
             mask = self.add_weight(
                 shape=tuple(var.shape),
@@ -320,21 +324,32 @@ class SparseTraining(Technique):
             var.assign(var * mask)
             self._weights.append(_SparseWeight(layer, label, var, mask, key))
         self.epoch = self.add_weight(
-            shape=(), dtype="int32", initializer="zeros", trainable=False,
+            shape=(),
+            dtype="int32",
+            initializer="zeros",
+            trainable=False,
             name="epoch",
         )
         end = getattr(self.policy, "end_step", None)
         self.end_step = self.add_weight(
-            shape=(), dtype="int64",
+            shape=(),
+            dtype="int64",
             initializer=keras.initializers.Constant(end or 0),
-            trainable=False, name="end_step",
+            trainable=False,
+            name="end_step",
         )
         self.update_count = self.add_weight(
-            shape=(), dtype="int64", initializer="zeros", trainable=False,
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
             name="updates",
         )
         self.dropped = self.add_weight(
-            shape=(), dtype="int64", initializer="zeros", trainable=False,
+            shape=(),
+            dtype="int64",
+            initializer="zeros",
+            trainable=False,
             name="dropped",
         )
         self.policy.build(self, int(sum(counts)))
@@ -351,7 +366,8 @@ class SparseTraining(Technique):
         if callable(spec):
             return {
                 layer.name: "dense_layers predicate"
-                for layer, _ in prunable if spec(layer)
+                for layer, _ in prunable
+                if spec(layer)
             }
         check_layer_names(
             "dense_layers",
@@ -371,8 +387,9 @@ class SparseTraining(Technique):
                 "`trainer.compile(optimizer=..., loss=...)` before `fit`."
             )
         trainable = {id(v) for v in trainer.trainable_variables}
-        frozen = [w.key for w in self._weights
-                  if id(w.variable) not in trainable]
+        frozen = [
+            w.key for w in self._weights if id(w.variable) not in trainable
+        ]
         if frozen:
             raise ValueError(
                 "These sparse weights are not trainable, so their masks "
@@ -473,8 +490,12 @@ class SparseTraining(Technique):
         kernels = [w.variable.value for w in self._weights]
         actives = [w.mask.value > 0 for w in self._weights]
         ctx = UpdateContext(
-            kernels, actives, list(grads) if grads else [None] * n,
-            step, self.end_step.value, seed_fn,
+            kernels,
+            actives,
+            list(grads) if grads else [None] * n,
+            step,
+            self.end_step.value,
+            seed_fn,
         )
         n_drop = self.policy.drop_counts(ctx)
         drop_scores = self.policy.drop_scores(ctx)
@@ -482,7 +503,10 @@ class SparseTraining(Technique):
         grow_scores = self.policy.grow_scores(ctx)
         for i, w in enumerate(self._weights):
             new, _ = algorithms.drop_and_grow(
-                actives[i], drop_scores[i], grow_scores[i], n_drop[i],
+                actives[i],
+                drop_scores[i],
+                grow_scores[i],
+                n_drop[i],
                 n_grow[i],
             )
             born = tf.logical_and(new, tf.logical_not(actives[i]))
@@ -492,8 +516,10 @@ class SparseTraining(Technique):
                 shape = tuple(value.shape)
                 fan_in = int(np.prod(shape[:-1])) if len(shape) > 1 else 1
                 noise = tf.random.stateless_normal(
-                    tf.shape(value), seed=seed_fn(i, 4),
-                    stddev=float(np.sqrt(2.0 / fan_in)), dtype=value.dtype,
+                    tf.shape(value),
+                    seed=seed_fn(i, 4),
+                    stddev=float(np.sqrt(2.0 / fan_in)),
+                    dtype=value.dtype,
                 )
                 value = tf.where(born, noise, value)
             else:
@@ -507,8 +533,7 @@ class SparseTraining(Technique):
         self.policy.after_update(ctx, n_drop)
         self.update_count.assign_add(tf.constant(1, tf.int64))
         self.dropped.assign(
-            tf.cast(tf.add_n([tf.cast(k, tf.int32) for k in n_drop]),
-                    tf.int64)
+            tf.cast(tf.add_n([tf.cast(k, tf.int32) for k in n_drop]), tf.int64)
         )
         return tf.constant(True)
 
@@ -530,8 +555,7 @@ class SparseTraining(Technique):
     def layer_densities(self):
         """Current density of every masked weight, `{key: float}`."""
         return {
-            w.key: float(np.sum(keras.ops.convert_to_numpy(w.mask)))
-            / w.size
+            w.key: float(np.sum(keras.ops.convert_to_numpy(w.mask))) / w.size
             for w in self._weights
         }
 
@@ -554,31 +578,43 @@ class SparseTraining(Technique):
         sparse = []
         for w in self._weights:
             nz = int(np.sum(keras.ops.convert_to_numpy(w.mask)))
-            sparse.append({
-                "layer": w.layer.name, "weight": w.label,
-                "shape": tuple(w.variable.shape), "size": w.size,
-                "nonzeros": nz, "density": nz / w.size,
-            })
+            sparse.append(
+                {
+                    "layer": w.layer.name,
+                    "weight": w.label,
+                    "shape": tuple(w.variable.shape),
+                    "size": w.size,
+                    "nonzeros": nz,
+                    "density": nz / w.size,
+                }
+            )
         total = sum(s["size"] for s in sparse)
         nz = sum(s["nonzeros"] for s in sparse)
         return {
             "sparse": sparse,
-            "dense": [{"layer": n, "reason": r}
-                      for n, r in self._dense.items()],
-            "skipped": [{"layer": n, "type": t, "reason": r}
-                        for n, t, r in self._skipped],
+            "dense": [
+                {"layer": n, "reason": r} for n, r in self._dense.items()
+            ],
+            "skipped": [
+                {"layer": n, "type": t, "reason": r}
+                for n, t, r in self._skipped
+            ],
             "sparsity": 1.0 - nz / total if total else 0.0,
         }
 
     def summary(self, print_fn=print):
         """Prints `report()` as a small table."""
         rep = self.report()
-        print_fn(f"SparseTraining ({type(self.policy).__name__}, "
-                 f"{self.distribution}): overall sparsity "
-                 f"{rep['sparsity']:.4f}")
+        print_fn(
+            f"SparseTraining ({type(self.policy).__name__}, "
+            f"{self.distribution}): overall sparsity "
+            f"{rep['sparsity']:.4f}"
+        )
         for s in rep["sparse"]:
-            print_fn(f"  sparse  {s['layer']}.{s['weight']} {s['shape']}: "
-                     f"{s['nonzeros']}/{s['size']} ({s['density']:.3f})")
+            print_fn(
+                f"  sparse  {s['layer']}.{s['weight']} {s['shape']}: "
+                f"{s['nonzeros']}/{s['size']} ({s['density']:.3f})"
+            )
         for d in rep["dense"]:
             print_fn(f"  dense   {d['layer']}: {d['reason']}")
         for d in rep["skipped"]:

@@ -78,8 +78,7 @@ class Trainer(keras.Model):
                     f"{t!r} of type {type(t).__name__}"
                 )
         forwards = [
-            i for i, t in enumerate(techniques)
-            if type(t)._overrides("forward")
+            i for i, t in enumerate(techniques) if type(t)._overrides("forward")
         ]
         required = [i for i in forwards if not techniques[i].forward_optional]
         forward_owners = [techniques[i].name for i in required]
