@@ -97,19 +97,19 @@ class NetAug(Technique):
     estimated for it (kept only when sorting is on), which the tiny passes
     then refine; add `BNRecalibration` for exact statistics.
 
-    Measured here (`benchmarks/results/netaug_*.md`, 2 seeds, short CPU
-    budgets): +3.1 points for a 6k-parameter CNN on Fashion-MNIST, but -11
-    points for MobileNetV2-w0.35 on CIFAR-10 (15 epochs of 9k images), and
-    still -10.8 at 40 epochs (one seed); the paper's gains come from
-    150-epoch ImageNet schedules. On that MobileNetV2 the widened head
-    (1280 -> up to 3328 channels feeding the classifier) makes the
-    augmented model's logits blow up (max |logit| 80 vs 12 for the tiny
-    model after 3 epochs, `benchmarks/results/netaug_logits.md`);
-    `exclude=["head_conv"]` recovers most of the loss in some runs, not
-    all (15 epochs, 2 seeds: -0.9 and -5.1; 40 epochs, seed 0: -0.8), and
-    expand-only augmentation (`width_multipliers=(1.0,)`) gives +0.7 and
-    -2.2 on the same two seeds. Compare with a plain run on your own
-    budget before relying on it.
+    Measured here (`benchmarks/results/netaug_*.md`, 2 seeds, 15 epochs of
+    9k CIFAR-10 images): MobileNetV2-w0.35 with CIFAR strides (32x32 -> 4x4
+    at the head, 15.6M MACs) gains +1.5 and +2.9 points over plain
+    training, with higher train accuracy too. The same model with ImageNet
+    strides (1x1 from block 14 on, 1.2M MACs) loses 6.1 and 15.8 points.
+    One cause located there: the widened head (1280 -> up to 3328
+    channels feeding the classifier) makes the augmented model's logits
+    blow up (max |logit| 80 vs 12 for the tiny model after 3 epochs,
+    `netaug_logits.md`);
+    `exclude=["head_conv"]` cuts the loss to -0.9 and -5.1 and expand-only
+    augmentation (`width_multipliers=(1.0,)`) gives +0.7 and -2.2. A
+    6k-parameter CNN on Fashion-MNIST gains +3.1. Compare with a plain run
+    on your own model and budget before relying on it.
 
     Args:
         width_multipliers: multipliers (>= 1, including 1.0) of the width
