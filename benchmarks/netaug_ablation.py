@@ -117,7 +117,7 @@ def main():
             ),
             "protocol": "as netaug_cifar10.py (SGD-Nesterov, 2 warm-up "
             "epochs to lr 0.02, cosine, wd 5e-5; NetAug defaults but for "
-            "the arm's settings: {}".format(ARMS),
+            "the arm's settings: {}".format({a: ARMS[a] for a in args.arms}),
             "wall_s": round(time.perf_counter() - start, 1),
         }
         # Written after every arm, so an interrupted run keeps its arms.

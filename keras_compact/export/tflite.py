@@ -108,11 +108,11 @@ def export_tflite(
       pre-activation WRN-28-2 agrees on 96.4% after 12 epochs (72.6%
       accuracy) and 98.4% after 20 (79.0%). A barely trained model agrees
       less (95% at 41% accuracy): many of its images have two logits
-      closer than one int8 step. More
-      calibration data does not change that: on WRN-28-2, 200, 1,000 and
-      3,000 calibration images give 95.9%, 96.1% and 95.3% on 3,000 test
-      images, and every quantized tensor is at the plain-rounding error
-      floor (`benchmarks/results/int8_diagnosis_wrn28_2.md`).
+      closer than one int8 step. More calibration data does not change
+      that: on WRN-28-2, 200, 1,000 and 3,000 calibration images give
+      95.9%, 96.1% and 95.3% on 3,000 test images, and every quantized
+      tensor is at the plain-rounding error floor
+      (`benchmarks/results/int8_diagnosis_wrn28_2.md`).
 
     `sparsity=True` adds `tf.lite.Optimize.EXPERIMENTAL_SPARSITY`: kernels
     that are mostly zero are stored in a sparse format. This shrinks the
