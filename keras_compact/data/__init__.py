@@ -8,7 +8,9 @@ and `"digits"` (scikit-learn's 8x8 digits, no files needed).
   downloaded through `keras.datasets` only with `download=True`.
 - `load_dataset(name, ...)`: stratified, seeded train / validation / test
   `tf.data` pipelines of float32 images in `[0, 1]`, with light
-  augmentation.
+  augmentation. Epoch `e` of seed `s` is the same batches in any process,
+  whatever ran before (`epoch_permutation`): give each arm of a comparison
+  its own pipeline and all arms see the same data.
 - `dataset_info(name)`: number of classes, input shape and class names.
 - `representative_images(...)`, `as_numpy(...)`: numpy arrays back out.
 
@@ -25,7 +27,11 @@ model.evaluate(splits.test)
 
 from keras_compact.data.loaders import DatasetNotFoundError, load_arrays
 from keras_compact.data.numpy_utils import as_numpy, representative_images
-from keras_compact.data.pipeline import DatasetSplits, load_dataset
+from keras_compact.data.pipeline import (
+    DatasetSplits,
+    epoch_permutation,
+    load_dataset,
+)
 from keras_compact.data.registry import DatasetInfo, dataset_info, list_datasets
 
 __all__ = [
@@ -33,6 +39,7 @@ __all__ = [
     "DatasetNotFoundError",
     "DatasetSplits",
     "as_numpy",
+    "epoch_permutation",
     "dataset_info",
     "list_datasets",
     "load_arrays",

@@ -25,7 +25,10 @@ class DatasetSplits:
 
     Args:
         train: `tf.data.Dataset` of training batches, reshuffled every epoch
-            and augmented when asked.
+            and augmented when asked. Its `e`-th iteration (epoch `e` of
+            `fit`) is a fixed function of the seed and `e`: two pipelines
+            with the same arguments give the same batches, in any process,
+            whatever ran before; give each arm of a comparison its own.
         val: `tf.data.Dataset` of validation batches (held out of the
             training set), or None when `validation_split=0`.
         test: `tf.data.Dataset` of test batches.
@@ -59,7 +62,9 @@ def load_dataset(
     class indices. The training pipeline is reshuffled every epoch and, with
     `augment=True`, augmented (CIFAR-10: pad-4 crop and horizontal flip;
     Fashion-MNIST: pad-2 crop; digits: nothing). Everything random derives
-    from `seed`: two calls with the same arguments give the same batches.
+    from `seed`: two calls with the same arguments give the same batches,
+    epoch by epoch (epoch `e` of seed `s` is a fixed function of `s` and
+    `e`; no global random state enters it, see `epoch_permutation`).
 
     Per class `c` with `n_c` training examples, the validation split holds
     `v_c = round(validation_split * n_c)` examples (at least 1) and the
@@ -218,24 +223,80 @@ def _scale(images, labels):
     return tf.cast(images, tf.float32) / 255.0, labels
 
 
+def epoch_permutation(seed, epoch, n):
+    """The order of the training examples in one epoch.
+
+    A pure function of `(seed, epoch, n)`: no global random state (not
+    `tf.random.set_seed`, not `keras.utils.set_random_seed`, not how many
+    random ops ran before) enters it, so every process and every arm of a
+    benchmark sees the same order for the same seed and epoch.
+
+    Args:
+        seed: non-negative int, the pipeline's seed.
+        epoch: non-negative int, the 0-based epoch.
+        n: number of training examples.
+
+    Returns:
+        An int64 numpy array, a permutation of `range(n)`.
+    """
+    return np.random.default_rng([seed, 2, epoch]).permutation(n)
+
+
+class _EpochOrders:
+    """Yields one epoch's permutation per iteration of the dataset.
+
+    `tf.data` calls this generator's `__call__` once per iterator, that is
+    once per epoch of `fit`; the counter lives in this object, so a fresh
+    pipeline always starts at epoch 0 and epoch `e` depends only on the
+    seed and `e`. (`Dataset.shuffle(seed=...)` would not do: TF combines an
+    op seed with the global seed when the dataset is built, so the order
+    would change with whatever seeded TF before.)
+    """
+
+    def __init__(self, seed, n):
+        self.seed = seed
+        self.n = n
+        self.epoch = 0
+
+    def __call__(self):
+        epoch = self.epoch
+        self.epoch += 1
+        yield epoch, epoch_permutation(self.seed, epoch, self.n)
+
+
 def _train_pipeline(x, y, batch_size, augment, seed):
-    ds = tf.data.Dataset.from_tensor_slices((x, y.astype(np.int32)))
-    ds = ds.shuffle(len(y), seed=seed, reshuffle_each_iteration=True)
-    if augment is not None:
-        # One fresh random value per example and per epoch; the stateless
-        # image ops then make each example's augmentation reproducible.
-        noise = tf.data.Dataset.random(
-            seed=seed, rerandomize_each_iteration=True
-        )
-        ds = tf.data.Dataset.zip((ds, noise))
-        seed_t = tf.constant(seed, tf.int64)
+    n = len(y)
+    images = tf.constant(x)
+    labels = tf.constant(y.astype(np.int32))
+    orders = tf.data.Dataset.from_generator(
+        _EpochOrders(seed, n),
+        output_signature=(
+            tf.TensorSpec((), tf.int64),
+            tf.TensorSpec((n,), tf.int64),
+        ),
+    )
+    seed_t = tf.constant(seed, tf.int64)
+    n_t = tf.constant(n, tf.int64)
 
-        def _augment(example, r):
-            image, label = example
-            return augment(image, tf.stack([r, seed_t])), label
+    def _examples(epoch, order):
+        epochs = tf.fill([n], epoch)
+        return tf.data.Dataset.from_tensor_slices((epochs, order))
 
-        ds = ds.map(_augment, num_parallel_calls=tf.data.AUTOTUNE)
+    def _gather(epoch, index):
+        image, label = tf.gather(images, index), tf.gather(labels, index)
+        if augment is not None:
+            # Example `index` of epoch `epoch` gets the stateless seed
+            # (seed, epoch * n + index): reproducible, and fresh every epoch.
+            image = augment(image, tf.stack([seed_t, epoch * n_t + index]))
+        return image, label
+
+    ds = orders.flat_map(_examples)
+    ds = ds.map(
+        _gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True
+    )
     ds = ds.batch(batch_size).map(_scale, num_parallel_calls=tf.data.AUTOTUNE)
+    # `from_generator` hides the length; Keras needs it for steps per epoch.
+    ds = ds.apply(tf.data.experimental.assert_cardinality(-(-n // batch_size)))
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
