@@ -99,3 +99,49 @@ def write_results(name, rows, budget, notes=None, columns=None):
     (RESULTS / f"{name}.md").write_text("\n".join(md) + "\n")
     print(table)
     return payload
+
+
+class RunLog:
+    """Finished runs of a benchmark, appended as each one ends, so that an
+    interrupted benchmark resumes where it stopped.
+
+    Rows live in `results/<name>.partial.json` together with the budget
+    they were measured under; a rerun with another budget starts afresh
+    (the old file is moved aside, never mixed in). `done(**key)` returns
+    the finished row with those values, or None.
+
+    Example:
+
+        log = RunLog("sparse_cifar10_s0", budget)
+        for arm in arms:
+            if log.done(arm=arm) is None:
+                log.add({"arm": arm, **train(arm)})
+        rows = log.rows
+    """
+
+    def __init__(self, name, budget):
+        RESULTS.mkdir(parents=True, exist_ok=True)
+        self.path = RESULTS / f"{name}.partial.json"
+        self.budget = json.loads(json.dumps(budget))
+        self.rows = []
+        if self.path.exists():
+            saved = json.loads(self.path.read_text())
+            if saved.get("budget") == self.budget:
+                self.rows = saved["rows"]
+                print(f"resuming {self.path.name}: {len(self.rows)} runs done")
+            else:
+                self.path.rename(self.path.with_suffix(".stale.json"))
+
+    def done(self, **key):
+        for row in self.rows:
+            if all(row.get(k) == v for k, v in key.items()):
+                return row
+        return None
+
+    def add(self, row):
+        self.rows.append(row)
+        tmp = self.path.with_suffix(".tmp")
+        tmp.write_text(json.dumps({"budget": self.budget, "rows": self.rows}))
+        tmp.replace(self.path)
+        print(json.dumps(row), flush=True)
+        return row

@@ -32,7 +32,12 @@ from keras_compact import (
 from keras_compact.auxiliary import AuxiliaryModule
 from keras_compact.netaug import NetAug
 from keras_compact.sparse import SparseTraining
-from keras_compact.training import Distillation, Technique, Trainer
+from keras_compact.training import (
+    Distillation,
+    NonFiniteTrainingError,
+    Technique,
+    Trainer,
+)
 
 __version__ = "0.1.0"
 
@@ -40,6 +45,7 @@ __all__ = [
     "AuxiliaryModule",
     "Distillation",
     "NetAug",
+    "NonFiniteTrainingError",
     "SparseTraining",
     "Technique",
     "Trainer",

@@ -153,3 +153,77 @@ def test_bad_inputs_name_the_argument():
         Distillation(_cnn(4, "t"), alpha=1.5)
     with pytest.raises(ValueError, match="shapes"):
         Trainer(_cnn(4, "s", classes=3), [Distillation(_cnn(4, "t", 5))])
+
+
+def _conv_model():
+    inputs = keras.Input((8, 8, 1))
+    x = keras.layers.Conv2D(16, 3, padding="same", name="conv1")(inputs)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(16, 3, padding="same", name="conv2")(x)
+    x = keras.layers.GlobalAveragePooling2D()(x)
+    return keras.Model(inputs, keras.layers.Dense(3, name="logits")(x))
+
+
+@pytest.mark.parametrize("sparse", [False, True])
+def test_non_finite_input_stops_before_any_state_is_written(sparse):
+    from keras_compact import NonFiniteTrainingError, SparseTraining
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = rng.normal(size=(40, 8, 8, 1)).astype("float32")
+    y = rng.integers(0, 3, size=40)
+    x[17, 3, 3, 0] = np.nan  # batch 2 of 8-example batches
+    techniques = [SparseTraining(0.8, seed=0)] if sparse else []
+    trainer = Trainer(_conv_model(), techniques=techniques)
+    trainer.compile(
+        optimizer=keras.optimizers.SGD(0.1),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    seen = []
+
+    class Snapshot(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append([np.array(w).copy() for w in trainer.weights])
+
+    with pytest.raises(NonFiniteTrainingError, match="step 2") as info:
+        trainer.fit(
+            x,
+            y,
+            batch_size=8,
+            epochs=1,
+            shuffle=False,
+            verbose=0,
+            callbacks=[Snapshot()],
+        )
+    assert info.value.step == 2 and info.value.inputs
+    assert len(seen) == 2
+    # Weights, masks and every technique variable: as after step 1.
+    for before, after in zip(seen[-1], trainer.weights):
+        np.testing.assert_array_equal(before, np.array(after))
+    for w in trainer.compact_model.weights:
+        assert np.all(np.isfinite(np.array(w)))
+    if sparse:
+        kernel = np.array(trainer.compact_model.get_layer("conv2").kernel)
+        assert np.mean(kernel == 0) >= 0.75
+
+
+def test_non_finite_loss_term_is_named():
+    from keras_compact import NonFiniteTrainingError
+
+    class Exploding(Technique):
+        term_names = ("boom",)
+
+        def loss_terms(self, trainer, x, y, y_pred, sample_weight):
+            step = keras.ops.cast(trainer.optimizer.iterations, "float32")
+            # Finite for steps 0-2, then log(0) * -1 = inf at step 3.
+            return {"boom": -keras.ops.log(keras.ops.relu(3.0 - step))}
+
+    x, y = _data(32)
+    trainer = Trainer(_conv_model(), techniques=[Exploding()])
+    trainer.compile(
+        optimizer=keras.optimizers.SGD(0.01),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    with pytest.raises(NonFiniteTrainingError, match="step 3.*boom"):
+        trainer.fit(x, y, batch_size=4, epochs=1, verbose=0)
+    assert int(trainer.optimizer.iterations) == 3

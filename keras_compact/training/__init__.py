@@ -7,10 +7,11 @@ from keras_compact.training.recipe import (
     train_classifier,
 )
 from keras_compact.training.technique import Technique
-from keras_compact.training.trainer import Trainer
+from keras_compact.training.trainer import NonFiniteTrainingError, Trainer
 
 __all__ = [
     "Distillation",
+    "NonFiniteTrainingError",
     "Technique",
     "TrainResult",
     "Trainer",

@@ -15,6 +15,65 @@ def _replicas():
     return 1
 
 
+_NON_FINITE = "keras_compact: non-finite training step"
+
+
+class NonFiniteTrainingError(FloatingPointError):
+    """Raised by `Trainer.fit` at the first non-finite loss or gradient.
+
+    The step is stopped before the optimizer update and before any
+    technique writes its state (masks, thresholds, moving statistics), so
+    the model and the techniques hold the values of the last finite step.
+
+    Non-finite inputs are caught before the forward pass. A non-finite
+    value that first appears inside the forward pass (an overflow) is caught
+    at the loss or the gradients, after the forward pass has updated the
+    batch-normalization moving statistics of this step.
+
+    Attributes:
+        step: the 0-based optimizer step that produced non-finite values.
+        terms: names of the non-finite loss terms (may be empty).
+        gradients: whether some gradient was non-finite.
+        inputs: whether the batch's inputs were non-finite.
+    """
+
+    def __init__(self, step, terms, gradients, inputs=False):
+        self.step, self.terms = step, terms
+        self.gradients, self.inputs = gradients, inputs
+        parts = []
+        if inputs:
+            parts.append("inputs")
+        if terms:
+            parts.append(f"loss term(s) {', '.join(terms)}")
+        if gradients:
+            parts.append("gradient(s)")
+        super().__init__(
+            f"Training stopped at step {step}: non-finite (NaN or inf) "
+            f"{' and '.join(parts) or 'values'}. Nothing of this step was "
+            "applied: weights and technique state are those of the last "
+            "finite step. Check the inputs and labels of this batch for "
+            "NaN/inf, and the learning rate."
+        )
+
+
+def _raise_non_finite(error):
+    """Turns the train step's failed finiteness assertion into a
+    `NonFiniteTrainingError`; returns None for any other error."""
+    import re
+
+    text = str(error)
+    if _NON_FINITE not in text:
+        return None
+    fields = re.findall(r"\[([^\[\]]*)\]", text.split(_NON_FINITE, 1)[1])
+    step = int(fields[0]) if fields and fields[0].isdigit() else -1
+    pairs = list(zip(fields[1::2], fields[2::2]))
+    bad = [name for name, ok in pairs if ok in ("0", "false", "False")]
+    terms = [name for name in bad if name not in ("gradients", "inputs")]
+    raise NonFiniteTrainingError(
+        step, terms, "gradients" in bad, "inputs" in bad
+    ) from None
+
+
 def _rescale(value, factor):
     if factor == 1:
         return value
@@ -183,6 +242,7 @@ class Trainer(keras.Model):
         # below get the same scale so that the gradients sum correctly, and
         # the trackers log unscaled values.
         replicas = _replicas()
+        self._step_terms = {"task_loss": task}
         self.term_trackers["task_loss"].update_state(_rescale(task, replicas))
         total = task if weight == 1.0 else keras.ops.multiply(weight, task)
         for t in self.techniques:
@@ -195,6 +255,7 @@ class Trainer(keras.Model):
                         f"({list(t.term_names)})."
                     )
                 value = keras.ops.convert_to_tensor(value)
+                self._step_terms[name] = value
                 self.term_trackers[name].update_state(value)
                 total = keras.ops.add(total, _rescale(value, 1.0 / replicas))
         return total
@@ -211,28 +272,63 @@ class Trainer(keras.Model):
         import tensorflow as tf
 
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        with tf.GradientTape() as tape:
-            y_pred = self(x, training=True)
-            loss = self._compute_loss(
-                x=x,
-                y=y,
-                y_pred=y_pred,
-                sample_weight=sample_weight,
-                training=True,
-            )
-            batch = tf.shape(keras.tree.flatten(x)[0])[0]
-            self._loss_tracker.update_state(
-                _rescale(loss, _replicas()), sample_weight=batch
-            )
-            scaled = self.optimizer.scale_loss(loss)
+        # Stop at the first non-finite value, before anything of the step is
+        # written: non-finite inputs before the forward pass (which updates
+        # moving statistics), a non-finite loss term or gradient before the
+        # optimizer update and the techniques' `after_step`. A failed check
+        # ends the step; `fit` turns it into a `NonFiniteTrainingError`.
+        inputs_ok = self._assert_finite(
+            {
+                "inputs": [
+                    v for v in keras.tree.flatten(x) if v.dtype.is_floating
+                ]
+            }
+        )
+        with tf.control_dependencies(inputs_ok):
+            with tf.GradientTape() as tape:
+                y_pred = self(x, training=True)
+                loss = self._compute_loss(
+                    x=x,
+                    y=y,
+                    y_pred=y_pred,
+                    sample_weight=sample_weight,
+                    training=True,
+                )
+                batch = tf.shape(keras.tree.flatten(x)[0])[0]
+                self._loss_tracker.update_state(
+                    _rescale(loss, _replicas()), sample_weight=batch
+                )
+                scaled = self.optimizer.scale_loss(loss)
         variables = self.trainable_weights
         grads = tape.gradient(scaled, variables)
         for t in self.techniques:
             grads = t.transform_gradients(self, grads, variables)
-        self.optimizer.apply_gradients(zip(grads, variables))
-        for t in self.techniques:
-            t.after_step(self)
+        checks = {k: [v] for k, v in getattr(self, "_step_terms", {}).items()}
+        checks["gradients"] = [g for g in grads if g is not None]
+        with tf.control_dependencies(self._assert_finite(checks)):
+            self.optimizer.apply_gradients(zip(grads, variables))
+            for t in self.techniques:
+                t.after_step(self)
         return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+
+    def _assert_finite(self, groups):
+        """Returns `[assert_op]` checking that every tensor of every named
+        group is finite (an empty list when eager: it raised already)."""
+        import tensorflow as tf
+
+        def finite(value):
+            if isinstance(value, tf.IndexedSlices):
+                value = value.values
+            return tf.reduce_all(tf.math.is_finite(value))
+
+        data = [_NON_FINITE, self.optimizer.iterations]
+        checks = []
+        for name, values in groups.items():
+            ok = tf.reduce_all(tf.stack([finite(v) for v in values] or [True]))
+            checks.append(ok)
+            data += [name, ok]
+        op = tf.debugging.Assert(tf.reduce_all(tf.stack(checks)), data)
+        return [] if op is None else [op]
 
     def test_step(self, data):
         # The technique terms exist only in training: evaluation reports the
@@ -270,7 +366,11 @@ class Trainer(keras.Model):
                 kwargs["callbacks"] = extra + list(
                     kwargs.get("callbacks") or []
                 )
-        return super().fit(*args, **kwargs)
+        try:
+            return super().fit(*args, **kwargs)
+        except Exception as error:  # a failed finiteness check, or not
+            _raise_non_finite(error)
+            raise
 
     # ------------------------------------------------------------------
     # Deployment and serialization
