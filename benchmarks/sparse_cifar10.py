@@ -48,7 +48,7 @@ if "KERAS_COMPACT_DATA_DIR" not in os.environ and _SHARED.is_dir():
 
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-from harness import RESULTS, write_results  # noqa: E402
+from harness import RESULTS, RunLog, write_results  # noqa: E402
 
 from keras_compact import data, models, training  # noqa: E402
 from keras_compact.export import export_tflite, verify_tflite  # noqa: E402
@@ -101,23 +101,27 @@ def thin_width(name, target):
     return best
 
 
-def policies(args, steps, n_p):
-    """The four sparse methods, their schedules scaled to the budget."""
-    dt = max(2, round(100 * steps / 390))  # RigL CIFAR: dT=100 at 390 it/ep
-    period = PeriodSchedule().scaled(
-        args.epochs / 200, steps / 500, min_period=2
-    )
+def policies(args, steps):
+    """The four sparse methods with the references' schedules in
+    iterations (RigL/SET: dT = 100; DSR: its CIFAR-10 period schedule,
+    100 iterations from epoch 0), never below one epoch of updates."""
+    dt = max(100, steps)
     stop = max(1, math.floor(190 / 200 * args.epochs))
+    period = DSR().period
+    if steps > 100:  # keep at least one epoch between DSR rounds
+        period = PeriodSchedule(
+            period.boundaries, [max(p, steps) for p in period.periods]
+        )
     return {
         "static": lambda: Static(),
         "SET": lambda: SET(update_interval=dt),
-        "DSR": lambda: DSR(target_prunes=n_p, period=period, stop_epoch=stop),
+        "DSR": lambda: DSR(period=period, stop_epoch=stop),
         "RigL": lambda: RigL(update_interval=dt),
     }, {
         "dT": dt,
         "dsr_period": period.get_config(),
         "dsr_stop_epoch": stop,
-        "dsr_N_p": n_p,
+        "dsr_N_p": "default: 0.138 of the non-zeros",
     }
 
 
@@ -282,16 +286,110 @@ COLUMNS = [
 ]
 
 
+def fresh_splits(args, seed):
+    """A new pipeline for each run: every arm of a seed sees the same
+    batches, in the same order, with the same augmentation."""
+    return data.load_dataset(
+        "cifar10",
+        batch_size=args.batch_size,
+        n_per_class=args.n_per_class,
+        seed=seed,
+    )
+
+
+def regrown_pruned(tech):
+    """Mean fraction of the weights regrown in one update that the next
+    update pruned again (None when there were fewer than two updates)."""
+    value = getattr(tech, "regrown_pruned_fraction", None)
+    if callable(value):
+        value = value()
+    if value is None:
+        return None
+    value = float(keras.ops.convert_to_numpy(value))
+    return None if math.isnan(value) else value
+
+
+def summarize(rows, seeds):
+    """One row per (method, sparsity): mean, per-seed values and the paired
+    deltas against static and dense, with their spread over seeds."""
+    by = {}
+    for r in rows:
+        method = r["method"].split(" (")[0]
+        by.setdefault((method, r["sparsity"]), {})[r["seed"]] = r
+    out = []
+    for (method, sparsity), per_seed in by.items():
+        accs = [100 * per_seed[s]["test_acc"] for s in seeds if s in per_seed]
+
+        def deltas(ref):
+            refs = by.get(ref, {})
+            return [
+                100 * (per_seed[s]["test_acc"] - refs[s]["test_acc"])
+                for s in seeds
+                if s in per_seed and s in refs
+            ]
+
+        d_static = deltas(("static", sparsity))
+        d_dense = deltas(("dense", 0.0))
+        rp = [
+            per_seed[s].get("regrown_pruned")
+            for s in seeds
+            if s in per_seed and per_seed[s].get("regrown_pruned") is not None
+        ]
+        out.append(
+            {
+                "method": method,
+                "sparsity": sparsity,
+                "test_acc_mean": float(np.mean(accs)),
+                "test_acc_per_seed": " / ".join(f"{a:.2f}" for a in accs),
+                "delta_vs_static": float(np.mean(d_static))
+                if d_static and method != "static"
+                else None,
+                "delta_vs_static_per_seed": " / ".join(
+                    f"{d:+.2f}" for d in d_static
+                )
+                if method != "static"
+                else None,
+                "delta_vs_dense": float(np.mean(d_dense))
+                if d_dense and method != "dense"
+                else None,
+                "regrown_then_pruned": float(np.mean(rp)) if rp else None,
+                "nonzero_params": per_seed[seeds[0]]["nonzero_params"]
+                if seeds[0] in per_seed
+                else None,
+                "updates": per_seed[seeds[0]].get("updates")
+                if seeds[0] in per_seed
+                else None,
+            }
+        )
+    return out
+
+
+SUMMARY_COLUMNS = [
+    "method",
+    "sparsity",
+    "test_acc_mean",
+    "test_acc_per_seed",
+    "delta_vs_static",
+    "delta_vs_static_per_seed",
+    "delta_vs_dense",
+    "regrown_then_pruned",
+    "nonzero_params",
+    "updates",
+]
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--model", default="resnet8")
-    p.add_argument("--n-per-class", type=int, default=200)
-    p.add_argument("--epochs", type=int, default=10)
+    p.add_argument("--n-per-class", type=int, default=500)
+    p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--batch-size", type=int, default=128)
-    p.add_argument("--sparsities", type=float, nargs="+", default=[0.8, 0.9])
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--sparsities", type=float, nargs="+", default=[0.9])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--timing-rounds", type=int, default=15)
     p.add_argument("--skip-peer", action="store_true")
+    p.add_argument("--skip-extras", action="store_true")
+    p.add_argument("--name", default="sparse_cifar10")
     p.add_argument(
         "--only",
         nargs="+",
@@ -303,144 +401,18 @@ def main():
     args = p.parse_args()
     if args.only and not args.reason:
         p.error("--only needs --reason (it is written into the notes)")
+    args.seed = args.seeds[0]
     t_start = time.perf_counter()
 
-    splits = data.load_dataset(
-        "cifar10",
-        batch_size=args.batch_size,
-        n_per_class=args.n_per_class,
-        seed=args.seed,
-    )
+    splits = fresh_splits(args, args.seed)
     steps = int(splits.train.cardinality())
     dense_model = models.get_model(args.model)
     n_sparse = sparse_layer_size(dense_model)
-    # DSR's N_p = 20000 of WRN-28-2's sparse weights, as the same fraction.
-    wrn = sparse_layer_size(models.get_model("wrn28_2"))
-    n_p = max(1, round(20000 / wrn * n_sparse))
-    make_policy, schedule = policies(args, steps, n_p)
+    make_policy, schedule = policies(args, steps)
     args.dt = schedule["dT"]
     if args.only:
         return update_only(args, make_policy, splits)
 
-    peer_out = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
-    rows = []
-    trained = {}
-
-    def record(method, sparsity, res, extra=None):
-        model = res.trainer.strip()
-        row = {
-            "method": method,
-            "sparsity": sparsity,
-            "nonzero_params": nonzero_params(model),
-            "test_acc": res.test_accuracy,
-            "train_s": res.seconds,
-            "fit_median_step_ms": res.median_step_ms,
-        }
-        row.update(extra or {})
-        rows.append(row)
-        print(json.dumps(row), flush=True)
-
-    def train(model, techniques=None):
-        return training.train_classifier(
-            model,
-            splits,
-            args.epochs,
-            techniques=techniques,
-            seed=args.seed,
-            verbose=0,
-        )
-
-    res = train(models.get_model(args.model))
-    record("dense", 0.0, res)
-    trained["dense"] = res
-    for s in args.sparsities:
-        for name in ("static", "SET", "DSR", "RigL"):
-            tech = SparseTraining(s, policy=make_policy[name](), seed=args.seed)
-            res = train(models.get_model(args.model), [tech])
-            record(
-                name,
-                s,
-                res,
-                {"updates": int(keras.ops.convert_to_numpy(tech.update_count))},
-            )
-            trained[(name, s)] = (res, tech)
-        # Thin dense with the non-zero count of this sparsity (from DSR).
-        target = rows[-1]["nonzero_params"]
-        width, n = thin_width(args.model, target)
-        res = train(models.get_model(args.model, width_multiplier=width))
-        record(f"thin dense (width {width})", s, res)
-
-    # Peer (separate process and venv), run alone on the machine.
-    peer_error = "skipped (--skip-peer)"
-    if not args.skip_peer:
-        peer_error = add_peer_rows(args, rows, peer_out)
-
-    # Paired step times at the highest sparsity.
-    s_max = max(args.sparsities)
-    add_timing(args, rows, make_policy, splits, s_max)
-
-    # TFLite size: dense vs the 90%-sparse models (sparse storage).
-    tmp = tempfile.mkdtemp()
-    x_test, y_test = next(iter(splits.test))
-    x_test, y_test = x_test.numpy()[:64], y_test.numpy()[:64]
-    sizes = {}
-    dense_path = os.path.join(tmp, "dense.tflite")
-    export_tflite(trained["dense"].trainer, dense_path)
-    sizes["dense"] = (os.path.getsize(dense_path), gz_size(dense_path))
-    export_notes = []
-    for name in ("DSR", "RigL"):
-        res, tech = trained[(name, s_max)]
-        path = os.path.join(tmp, f"{name}.tflite")
-        export_tflite(res.trainer, path, sparsity=True)
-        rep = verify_tflite(path, res.trainer, x_test, y_test, latency_runs=20)
-        sizes[name] = (os.path.getsize(path), gz_size(path))
-        export_notes.append(
-            f"{name} {s_max:.0%} .tflite (sparse storage): max |diff| vs "
-            f"Keras {rep.max_abs_diff:.1e}; {rep.delegates}; latency "
-            f"{rep.latency_ms_1_thread:.3f} ms (1 thread)"
-        )
-    dense_rep = verify_tflite(
-        dense_path, trained["dense"].trainer, x_test, y_test, latency_runs=20
-    )
-    for r in rows:
-        key = r["method"] if r["sparsity"] == s_max else None
-        if r["method"] == "dense":
-            key = "dense"
-        if key in sizes:
-            r["tflite_bytes"], r["tflite_gzip_bytes"] = sizes[key]
-            r["gzip_ratio_vs_dense"] = sizes[key][1] / sizes["dense"][1]
-
-    # Density plot of the 90%-sparse DSR run (emergent per-layer pattern).
-    res, tech = trained[("DSR", s_max)]
-    layer_sizes = {s["layer"]: s["size"] for s in tech.report()["sparse"]}
-    plot_density(
-        tech,
-        RESULTS / "sparse_cifar10_density.png",
-        sizes=layer_sizes,
-        title=f"DSR {s_max:.0%} on {args.model}, CIFAR-10 subset",
-    )
-    final_density = tech.history[-1]
-
-    notes = _verdicts(rows, s_max, peer_error)
-    notes += export_notes
-    notes.append(
-        f"dense .tflite latency {dense_rep.latency_ms_1_thread:.3f} ms "
-        "(1 thread, default delegates): sparse storage shrinks the file, "
-        "it does not speed up inference (dense kernels are rebuilt or run "
-        "without XNNPack)."
-    )
-    notes.append(
-        "DSR final per-layer density: "
-        + ", ".join(
-            f"{k[len('sparse/density/') :]}={v:.3f}"
-            for k, v in final_density.items()
-            if k.startswith("sparse/density/")
-        )
-    )
-    notes.append(
-        f"whole benchmark wall time: "
-        f"{(time.perf_counter() - t_start) / 60:.1f} min"
-    )
     budget = {
         "dataset": "CIFAR-10 (real): stratified subset of "
         f"{args.n_per_class}/class = {10 * args.n_per_class} "
@@ -451,40 +423,193 @@ def main():
         "epochs": args.epochs,
         "steps_per_epoch": steps,
         "batch_size": args.batch_size,
+        "sparsities": args.sparsities,
+        "seeds": args.seeds,
+        "data": "a fresh seeded pipeline per run: within a seed every arm "
+        "sees the same batches in the same order with the same "
+        "augmentation",
         "recipe": "SGD-Nesterov 0.9, lr 0.05 cosine to 0, decoupled wd "
         "5e-5 (not on BN/bias), pad-crop+flip; same for all",
-        "seed": args.seed,
         "schedules": (
-            f"RigL/SET: dT={schedule['dT']} (RigL's dT=100 at 390 it/epoch, "
-            "scaled by iterations/epoch), cosine drop fraction 0.3, end at "
-            "75% of training. DSR: CIFAR period schedule scaled (epoch "
-            f"boundaries x {args.epochs}/200, periods x {steps}/500, min 2) "
-            f"= {schedule['dsr_period']}, stop epoch "
-            f"{schedule['dsr_stop_epoch']} (190/200), N_p = "
-            f"{schedule['dsr_N_p']} (20000 of WRN-28-2's {wrn} sparse "
-            "weights, same fraction), delta 0.1, H0 1e-3. tfmot: cubic "
-            f"schedule 0 -> s from step 0 to 75% of training, every "
-            f"{schedule['dT']} steps."
+            f"the references' values in iterations: RigL/SET dT="
+            f"{schedule['dT']} (google-research/rigl: 100), cosine drop "
+            "fraction 0.3, end at 75% of training; DSR period "
+            f"{schedule['dsr_period']} (IntelAI reference: 100/200/400/800 "
+            f"from epochs 0/25/80/140), stop epoch "
+            f"{schedule['dsr_stop_epoch']} (190/200 of the run), N_p "
+            f"{schedule['dsr_N_p']}, delta 0.1, H0 1e-3"
         ),
-        "step_time": "paired: train_on_batch alternated dense/sparse "
-        f"every 2 steps, {args.timing_rounds} rounds, "
-        f"sparsity {s_max}, median",
     }
-    write_results("sparse_cifar10", rows, budget, notes, columns=COLUMNS)
+    log = RunLog(args.name, budget)
+    peer_out = tempfile.NamedTemporaryFile(suffix=".json", delete=False).name
+    trained = {}
 
+    def record(seed, method, sparsity, res, extra=None):
+        model = res.trainer.strip()
+        row = {
+            "seed": seed,
+            "method": method,
+            "sparsity": sparsity,
+            "nonzero_params": nonzero_params(model),
+            "test_acc": res.test_accuracy,
+            "train_s": res.seconds,
+            "fit_median_step_ms": res.median_step_ms,
+        }
+        row.update(extra or {})
+        return log.add(row)
 
-def _verdicts(rows, s_max, peer_error):
+    def train(seed, model, techniques=None):
+        return training.train_classifier(
+            model,
+            fresh_splits(args, seed),
+            args.epochs,
+            techniques=techniques,
+            seed=seed,
+            verbose=0,
+        )
+
+    for seed in args.seeds:
+        if not log.done(seed=seed, method="dense"):
+            res = train(seed, models.get_model(args.model))
+            record(seed, "dense", 0.0, res)
+            trained[(seed, "dense")] = res
+        for s in args.sparsities:
+            for name in ("static", "SET", "DSR", "RigL"):
+                if log.done(seed=seed, method=name, sparsity=s):
+                    continue
+                tech = SparseTraining(s, policy=make_policy[name](), seed=seed)
+                res = train(seed, models.get_model(args.model), [tech])
+                updates = int(keras.ops.convert_to_numpy(tech.update_count))
+                record(
+                    seed,
+                    name,
+                    s,
+                    res,
+                    {
+                        "updates": updates,
+                        "regrown_pruned": regrown_pruned(tech),
+                    },
+                )
+                trained[(seed, name, s)] = (res, tech)
+            # Thin dense with the non-zero count of this sparsity (static's).
+            target = log.done(seed=seed, method="static", sparsity=s)[
+                "nonzero_params"
+            ]
+            width, n = thin_width(args.model, target)
+            method = f"thin dense (width {width})"
+            if not log.done(seed=seed, method=method, sparsity=s):
+                res = train(
+                    seed, models.get_model(args.model, width_multiplier=width)
+                )
+                record(seed, method, s, res)
+    rows = [dict(r) for r in log.rows]
+    summary = summarize(rows, args.seeds)
+    s_max = max(args.sparsities)
     notes = [
-        "Single seed; on a test set of 10,000 images one standard "
-        "error of an accuracy near 50% is 0.5 points, and seed-to-seed "
-        "spread of a short run is larger: differences under ~1.5 "
-        "points are not significant."
+        f"{len(args.seeds)} seeds; deltas are paired per seed (same initial "
+        "seed, same batches). On 10,000 test images one standard error of "
+        "an accuracy near 60% is 0.5 points.",
+        "regrown_then_pruned: mean over updates of the fraction of the "
+        "weights regrown in one update that the next update pruned again "
+        "(weights regrown at zero that never grew).",
     ]
+    notes += _verdicts(
+        [r for r in summary],
+        s_max,
+        "skipped (--skip-peer)",
+        key="test_acc_mean",
+    )
+
+    # Peer (separate process and venv), run alone on the machine.
+    if not args.skip_peer:
+        peer_rows = []
+        peer_error = add_peer_rows(args, peer_rows, peer_out)
+        for r in peer_rows:
+            summary.append(
+                {
+                    "method": r["method"],
+                    "sparsity": r["sparsity"],
+                    "test_acc_mean": 100 * r["test_acc"],
+                    "test_acc_per_seed": f"{100 * r['test_acc']:.2f} (seed "
+                    f"{args.seed} only)",
+                    "nonzero_params": r["nonzero_params"],
+                }
+            )
+        notes.append(f"tfmot peer: {peer_error or 'ran (first seed only)'}")
+    else:
+        notes.append(
+            "tfmot peer: not run (--skip-peer; it needs its own tf_keras "
+            "environment, see sparse_tfmot_peer.py)"
+        )
+
+    # Paired step times and .tflite sizes: needs this process's trainers.
+    first = args.seeds[0]
+    if not args.skip_extras and all(
+        (first, m, s_max) in trained for m in ("DSR", "RigL")
+    ):
+        timing = [dict(r) for r in rows if r["seed"] == first]
+        add_timing(args, timing, make_policy, splits, s_max)
+        for r in timing:
+            if r.get("step_ratio_vs_dense") and r["method"] in ("DSR", "RigL"):
+                notes.append(
+                    f"{r['method']} step time ratio vs dense (paired, "
+                    f"median) {r['step_ratio_vs_dense']:.3f}, mean "
+                    f"{r['mean_step_ratio_vs_dense']:.3f} incl. update steps"
+                )
+        notes += export_sizes(trained, first, s_max, splits)
+    else:
+        notes.append(
+            "paired step times and .tflite sizes: not measured in this run "
+            "(resumed or --skip-extras)"
+        )
+    notes.append(
+        f"wall time of this invocation: "
+        f"{(time.perf_counter() - t_start) / 60:.1f} min"
+    )
+    write_results(args.name, summary, budget, notes, columns=SUMMARY_COLUMNS)
+    write_results(f"{args.name}_runs", rows, budget)
+
+
+def export_sizes(trained, seed, s_max, splits):
+    """float32 .tflite of dense vs the sparse-storage DSR/RigL files."""
+    tmp = tempfile.mkdtemp()
+    x_test, y_test = next(iter(splits.test))
+    x_test, y_test = x_test.numpy()[:64], y_test.numpy()[:64]
+    notes = []
+    dense = trained.get((seed, "dense"))
+    if dense is None:
+        return ["dense .tflite: not measured (dense run resumed)"]
+    dense_path = os.path.join(tmp, "dense.tflite")
+    export_tflite(dense.trainer, dense_path)
+    dense_gz = gz_size(dense_path)
+    for name in ("DSR", "RigL"):
+        res, tech = trained[(seed, name, s_max)]
+        path = os.path.join(tmp, f"{name}.tflite")
+        export_tflite(res.trainer, path, sparsity=True)
+        rep = verify_tflite(path, res.trainer, x_test, y_test, latency_runs=20)
+        notes.append(
+            f"{name} {s_max:.0%} .tflite (sparse storage): gzip "
+            f"{gz_size(path)} B = {gz_size(path) / dense_gz:.3f} x dense; "
+            f"max |diff| vs Keras {rep.max_abs_diff:.1e}"
+        )
+    res, tech = trained[(seed, "DSR", s_max)]
+    layer_sizes = {s["layer"]: s["size"] for s in tech.report()["sparse"]}
+    plot_density(
+        tech,
+        RESULTS / "sparse_cifar10_density.png",
+        sizes=layer_sizes,
+        title=f"DSR {s_max:.0%}, CIFAR-10 subset, seed {seed}",
+    )
+    return notes
+
+
+def _verdicts(rows, s_max, peer_error, key="test_acc"):
+    notes = []
 
     def acc(method, s):
         for r in rows:
             if r["method"].startswith(method) and r["sparsity"] == s:
-                return r["test_acc"]
+                return r[key] / (100 if key == "test_acc_mean" else 1)
         return None
 
     for s in sorted({r["sparsity"] for r in rows if r["sparsity"] > 0}):
