@@ -227,3 +227,41 @@ def test_non_finite_loss_term_is_named():
     with pytest.raises(NonFiniteTrainingError, match="step 3.*boom"):
         trainer.fit(x, y, batch_size=4, epochs=1, verbose=0)
     assert int(trainer.optimizer.iterations) == 3
+
+
+def test_distillation_detects_softmax_outputs():
+    """A softmax-output teacher or student is distilled through its
+    log-probabilities: the same loss as its logits twin."""
+    keras.utils.set_random_seed(1)
+    s_logits, t_logits = _cnn(4, "s"), _cnn(8, "t")
+
+    def softmax_twin(model):
+        out = keras.layers.Softmax()(model.outputs[0])
+        return keras.Model(model.inputs, out)
+
+    x, y = _data(16)
+
+    def distill_loss(student, teacher, **kwargs):
+        technique = Distillation(teacher, **kwargs)
+        trainer = Trainer(student, techniques=[technique])
+        trainer.compile(loss="sparse_categorical_crossentropy")
+        return float(
+            technique.loss_terms(trainer, x, y, student(x), None)[
+                "distillation_loss"
+            ]
+        )
+
+    reference = distill_loss(s_logits, t_logits)
+    for student, teacher in [
+        (softmax_twin(s_logits), t_logits),
+        (s_logits, softmax_twin(t_logits)),
+        (softmax_twin(s_logits), softmax_twin(t_logits)),
+    ]:
+        assert distill_loss(student, teacher) == pytest.approx(reference, 1e-4)
+    # Forcing logits on probabilities gives another (wrong) value.
+    wrong = distill_loss(
+        softmax_twin(s_logits), softmax_twin(t_logits), from_logits=True
+    )
+    assert abs(wrong - reference) > 1e-2
+    with pytest.raises(ValueError, match="from_logits"):
+        Distillation(t_logits, from_logits="yes")

@@ -3,6 +3,7 @@
 import keras
 
 from keras_compact.api_export import keras_compact_export
+from keras_compact.graph import outputs
 from keras_compact.training.technique import Technique
 
 
@@ -23,9 +24,13 @@ class Distillation(Technique):
         temperature: softmax temperature `T`, a float > 0. Defaults to 4.0.
         alpha: weight of the distillation term, in [0, 1]; the task loss gets
             `1 - alpha`. Defaults to 0.9.
-        from_logits: whether both models output logits (the zoo's models do).
-            If `False`, outputs are probabilities and their logarithms are
-            used as logits.
+        from_logits: `"auto"` (the default) looks at the last layer of each
+            model, teacher and student separately, output by output: a
+            softmax output (a `Softmax` layer or a softmax activation) is
+            distilled through its log-probabilities, any other output as
+            logits. `True`: every output of both models is logits; `False`:
+            every output is probabilities. A subclassed model's outputs
+            cannot be inspected and count as logits under `"auto"`.
         **kwargs: `Technique` (layer) arguments such as `name`.
 
     Raises:
@@ -49,7 +54,7 @@ class Distillation(Technique):
     term_names = ("distillation_loss",)
 
     def __init__(
-        self, teacher, temperature=4.0, alpha=0.9, from_logits=True, **kwargs
+        self, teacher, temperature=4.0, alpha=0.9, from_logits="auto", **kwargs
     ):
         kwargs.setdefault("name", "distillation")
         super().__init__(**kwargs)
@@ -71,11 +76,22 @@ class Distillation(Technique):
         self.teacher.trainable = False
         self.temperature = float(temperature)
         self.alpha = float(alpha)
-        self.from_logits = bool(from_logits)
+        if from_logits not in ("auto", True, False):
+            raise ValueError(
+                'Expected `from_logits` to be "auto", True or False. '
+                f"Received: from_logits={from_logits!r}"
+            )
+        self.from_logits = from_logits
 
     @property
     def task_loss_weight(self):
         return 1.0 - self.alpha
+
+    def _probabilities(self, model, n):
+        """One bool per output of `model`: whether it is probabilities."""
+        if self.from_logits == "auto":
+            return outputs.softmax_outputs(model)
+        return [not self.from_logits] * n
 
     def attach(self, trainer):
         student_shapes = (
@@ -107,16 +123,20 @@ class Distillation(Technique):
 
     def loss_terms(self, trainer, x, y, y_pred, sample_weight):
         t_pred = self.teacher(x, training=False)
-        t_pred = keras.ops.stop_gradient(t_pred)
+        t_pred = keras.tree.flatten(keras.ops.stop_gradient(t_pred))
+        y_pred = keras.tree.flatten(y_pred)
+        t_pred = outputs.to_logits(
+            t_pred, self._probabilities(self.teacher, len(t_pred))
+        )
+        y_pred = outputs.to_logits(
+            y_pred, self._probabilities(trainer.compact_model, len(y_pred))
+        )
         total = 0.0
-        for s, t in zip(keras.tree.flatten(y_pred), keras.tree.flatten(t_pred)):
+        for s, t in zip(y_pred, t_pred):
             total = keras.ops.add(total, self._kl(t, s))
         return {"distillation_loss": keras.ops.multiply(self.alpha, total)}
 
     def _kl(self, teacher_out, student_out):
-        if not self.from_logits:
-            teacher_out = keras.ops.log(keras.ops.clip(teacher_out, 1e-7, 1.0))
-            student_out = keras.ops.log(keras.ops.clip(student_out, 1e-7, 1.0))
         t = self.temperature
         log_p_t = keras.ops.log_softmax(teacher_out / t, axis=-1)
         log_p_s = keras.ops.log_softmax(student_out / t, axis=-1)
