@@ -23,6 +23,13 @@ from keras_compact.training import Trainer
 
 SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
+# These tests update the masks every 2-3 steps on purpose (many updates in
+# a few steps); the warnings about it are tested in test_sparse_dsr_defaults.
+pytestmark = [
+    pytest.mark.filterwarnings("ignore:.*updates the masks every:UserWarning"),
+    pytest.mark.filterwarnings("ignore:.*were pruned again:UserWarning"),
+]
+
 
 def tiny_resnet(seed=0):
     keras.utils.set_random_seed(seed)

@@ -96,6 +96,24 @@ def threshold_drop_counts(magnitudes, actives, threshold):
     return out
 
 
+def regrown_pruned_counts(regrown, active, kept):
+    """How many weights regrown by the previous update this update prunes.
+
+    Args:
+        regrown: boolean mask of the positions the previous update grew.
+        active: boolean mask before this update.
+        kept: boolean mask of the active positions that this update's drop
+            step keeps (`drop_and_grow`'s second output).
+
+    Returns:
+        `(judged, pruned)` int32 scalars: the regrown positions still
+        active (the ones this update judges) and those among them that it
+        does not keep.
+    """
+    judged = tf.logical_and(regrown, active)
+    return count(judged), count(tf.logical_and(judged, tf.logical_not(kept)))
+
+
 def fraction_drop_counts(actives, fraction):
     """SET/RigL's drop counts: `floor(fraction * n_active_l)` per layer."""
     fraction = tf.cast(fraction, tf.float32)

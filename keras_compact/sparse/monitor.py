@@ -1,7 +1,23 @@
 """`SparsityMonitor`: the coarse-event callback of `SparseTraining`."""
 
+import math
+import warnings
+
 import keras
 import numpy as np
+
+#: Fewest iterations between two mask updates that the references use
+#: (DSR: 100 to 800; RigL and SET as compared in RigL: 100). Regrown
+#: weights start at zero and are judged by |w| at the next update.
+MIN_UPDATE_SPACING = 100
+
+#: Fraction of regrown weights pruned again by the next update above which
+#: the monitor warns (once): the updates come too soon for them to grow.
+MAX_REGROWN_PRUNED = 0.5
+
+
+def _int(variable):
+    return int(np.asarray(keras.ops.convert_to_numpy(variable)))
 
 
 class SparsityMonitor(keras.callbacks.Callback):
@@ -14,12 +30,21 @@ class SparsityMonitor(keras.callbacks.Callback):
 
     - `on_train_begin`: resolves SET/RigL's last update step from the
       length of training (`end_fraction * epochs * steps_per_epoch`) when
-      the policy has no explicit `end_step`;
+      the policy has no explicit `end_step`, and warns once (per
+      technique) if the policy updates the masks more often than every
+      `MIN_UPDATE_SPACING` (100) iterations, the references' shortest
+      spacing, giving the spacing in epochs too when the number of steps
+      per epoch is known;
     - `on_epoch_begin`: stores the epoch index in the technique (DSR's
       period schedule and stop epoch are functions of the epoch);
     - `on_epoch_end`: adds `sparse/density`, `sparse/density/<layer>`,
-      `sparse/threshold` (DSR), `sparse/dropped` and `sparse/updates` to
-      the epoch logs and appends the same record to `technique.history`.
+      `sparse/threshold` (DSR), `sparse/dropped`, `sparse/updates` and
+      `sparse/regrown_pruned` to the epoch logs and appends the same
+      record to `technique.history`. `sparse/regrown_pruned` is the
+      fraction of the weights regrown by one update that the next update
+      pruned again, over the updates of this epoch (`nan` if no regrown
+      weight was judged during the epoch); above `MAX_REGROWN_PRUNED`
+      (0.5) the monitor warns once.
 
     Args:
         technique: the `SparseTraining` technique to serve.
@@ -33,11 +58,15 @@ class SparsityMonitor(keras.callbacks.Callback):
     def __init__(self, technique):
         super().__init__()
         self.technique = technique
+        self._seen = (0, 0)
 
     def on_train_begin(self, logs=None):
         t = self.technique
         policy = t.policy
-        if not policy.needs_end_step or policy.is_static:
+        if policy.is_static:
+            return
+        self._check_spacing()
+        if not policy.needs_end_step:
             return
         if getattr(policy, "end_step", None) is not None:
             t.end_step.assign(int(policy.end_step))
@@ -56,8 +85,43 @@ class SparsityMonitor(keras.callbacks.Callback):
             max(1, int(policy.end_fraction * int(epochs) * int(steps)))
         )
 
+    def _warn_once(self, key, message):
+        t = self.technique
+        if key in t._warned:
+            return
+        t._warned.add(key)
+        warnings.warn(message, UserWarning, stacklevel=2)
+
+    def _check_spacing(self):
+        policy = self.technique.policy
+        params = self.params or {}
+        spacing = policy.update_spacing(params.get("epochs"))
+        if spacing is None or spacing >= MIN_UPDATE_SPACING:
+            return
+        steps = params.get("steps")
+        per_epoch = (
+            f" ({spacing / steps:.2g} of an epoch of {steps} steps)"
+            if steps
+            else ""
+        )
+        self._warn_once(
+            "spacing",
+            f"{type(policy).__name__} updates the masks every {spacing} "
+            f"iterations{per_epoch}. Regrown weights start at zero and are "
+            f"judged by |w| {spacing} steps later, so most of them are "
+            "pruned again before they can grow; the references wait at "
+            f"least {MIN_UPDATE_SPACING} iterations (DSR: 100-800, RigL and "
+            "SET: 100). Space the updates further apart (`period` for DSR, "
+            "`update_interval` for SET/RigL) and watch "
+            "`sparse/regrown_pruned`.",
+        )
+
     def on_epoch_begin(self, epoch, logs=None):
-        self.technique.epoch.assign(int(epoch))
+        t = self.technique
+        t.epoch.assign(int(epoch))
+        # Read here, not at train begin: BackupAndRestore restores the
+        # counters after this callback's `on_train_begin`.
+        self._seen = t.regrown_pruned_counts()
 
     def on_epoch_end(self, epoch, logs=None):
         t = self.technique
@@ -68,16 +132,28 @@ class SparsityMonitor(keras.callbacks.Callback):
         record = {
             "epoch": int(epoch),
             "sparse/density": overall,
-            "sparse/dropped": int(
-                np.asarray(keras.ops.convert_to_numpy(t.dropped))
-            ),
-            "sparse/updates": int(
-                np.asarray(keras.ops.convert_to_numpy(t.update_count))
-            ),
+            "sparse/dropped": _int(t.dropped),
+            "sparse/updates": _int(t.update_count),
         }
         h = t.threshold_value()
         if h is not None:
             record["sparse/threshold"] = h
+        if not t.policy.is_static:
+            pruned, judged = t.regrown_pruned_counts()
+            d_pruned = pruned - self._seen[0]
+            d_judged = judged - self._seen[1]
+            fraction = d_pruned / d_judged if d_judged > 0 else math.nan
+            record["sparse/regrown_pruned"] = fraction
+            if fraction > MAX_REGROWN_PRUNED:
+                self._warn_once(
+                    "regrown_pruned",
+                    f"In epoch {epoch}, {d_pruned} of the {d_judged} "
+                    "weights regrown by an update "
+                    f"({fraction:.0%}) were pruned again by the next one: "
+                    "the updates come too soon for regrown weights to grow "
+                    "(they start at zero). Space the updates further apart "
+                    "(`period` for DSR, `update_interval` for SET/RigL).",
+                )
         if t.log_layer_density:
             for k, d in densities.items():
                 record[f"sparse/density/{k}"] = d

@@ -6,6 +6,8 @@ technique owns the state (masks, counters) and runs the shared step. All
 policies are Keras-serializable (`get_config` / `from_config`).
 """
 
+import numbers
+
 import keras
 import tensorflow as tf
 
@@ -63,6 +65,14 @@ class SparsePolicy:
     needs_end_step = False
     is_static = False
 
+    def check_budget(self, budget):
+        """Raises `ValueError` if the policy cannot work with `budget`.
+
+        Called when the technique is attached, before any mask is made, so
+        that a failed check leaves the model untouched. `budget` is the
+        total number of non-zeros of all sparse weights.
+        """
+
     def build(self, technique, budget):
         """Creates policy state as weights of `technique` (e.g. DSR's H).
 
@@ -71,6 +81,18 @@ class SparsePolicy:
 
     def should_update(self, step, epoch, end_step):
         return tf.constant(False)
+
+    def update_spacing(self, epochs=None):
+        """The fewest iterations between two mask updates.
+
+        Args:
+            epochs: the length of the run in epochs, if known (policies
+                whose period depends on the epoch look only at these).
+
+        Returns:
+            An int, or `None` when the masks never change.
+        """
+        return None
 
     def drop_counts(self, ctx):
         raise NotImplementedError(
@@ -179,6 +201,9 @@ class _FractionPolicy(SparsePolicy):
             step <= tf.cast(end_step, tf.int64),
         )
 
+    def update_spacing(self, epochs=None):
+        return self.update_interval
+
     def fraction(self, ctx):
         return self.drop_fraction(ctx.step, ctx.end_step)
 
@@ -206,6 +231,16 @@ class SET(_FractionPolicy):
     movement across layers), zero-initialised. With the defaults the drop
     fraction follows RigL's cosine schedule, as in RigL's comparison of the
     two; pass `drop_fraction=0.3` for SET's original constant zeta.
+
+    Regrown weights start at zero and are judged by |w| at the next update,
+    so `update_interval` must leave them time to grow: the default is RigL's
+    `dT = 100` iterations (its CIFAR-10 and ImageNet runs), and a run that
+    updates more often is warned about at the start of `fit`.
+
+    Which layers are sparse: the SET paper's MLPs make every layer sparse;
+    the `SparseTraining` default (`dense_layers="auto"`) keeps the first
+    layer and 1x1 shortcut convolutions dense and the classifier sparse,
+    as RigL's comparison of SET (pass `dense_layers=None` for all sparse).
 
     Args:
         update_interval: steps between updates (`dT`). Defaults to 100.
@@ -240,6 +275,18 @@ class RigL(_FractionPolicy):
     strategy the sparse kernels' dense gradients are all-reduced every step
     (a collective cannot sit inside the conditional update), so that every
     replica grows the same positions.
+
+    The default `dT = 100` iterations is the reference's (google-research/
+    rigl, CIFAR-10 and ImageNet): a regrown weight starts at zero and is
+    judged by |w| at the next update, so it needs those iterations to grow;
+    a run that updates more often is warned about at the start of `fit`.
+
+    Which layers are sparse: the reference's CIFAR-10 WRN keeps the first
+    layer dense and makes the classifier sparse (`prune_first_layer=False`,
+    `prune_last_layer=True`); so does the `SparseTraining` default
+    (`dense_layers="auto"`), which also keeps 1x1 shortcut convolutions
+    dense (the reference makes them sparse; they are under 1% of a
+    ResNet's weights).
 
     Args:
         update_interval: `dT`. Defaults to 100.
@@ -285,28 +332,54 @@ class DSR(SparsePolicy):
     (rounding remainder to a random layer; the positions pruned in this
     round are excluded, and used only if no other free position is left),
     then adapt `H`: halve it if more than `(1 + delta) * N_p` weights were
-    pruned, double it if fewer than `(1 - delta) * N_p`. Per-layer
-    sparsity is not set by hand: it emerges.
+    pruned, double it if fewer than `(1 - delta) * N_p`, and keep it within
+    `[MIN_THRESHOLD, max |w|]` (the largest magnitude among the sparse
+    weights), so that it never runs away from the weights it thresholds.
+    Per-layer sparsity is not set by hand: it emerges.
+
+    `N_p` is a fraction of the budget by default: the paper's
+    `N_p = 20000` on CIFAR-10 WRN-28-2 at 90% sparsity is 13.8% of its
+    145,280 non-zeros (`20000 / (0.1 * 1452800)`), and the same fraction
+    keeps the same per-round churn on any model. An absolute `N_p` that a
+    model's budget cannot sustain (`N_p >= (1 - delta) * budget`: no round
+    can ever prune enough, `H` only grows and every round empties all
+    layers but one weight each) is an error when the technique is attached.
+
+    Which layers are sparse: the `SparseTraining` default
+    (`dense_layers="auto"`) keeps the first layer and the 1x1 shortcut
+    convolutions dense and makes the classifier sparse, as the paper's
+    WRN-28-2 (its 1,452,800 sparse weights are exactly the 3x3 block convs
+    plus the final linear layer's kernel).
 
     `target_prunes=0` is static sparse training (no update is ever made).
 
     Args:
-        target_prunes: `N_p`, the number of weights to prune per round: an
-            int >= 0, or a float in (0, 1) read as a fraction of the total
-            number of non-zeros. Defaults to 20000 (CIFAR-10 WRN-28-2).
+        target_prunes: `N_p`, the number of weights to prune per round: a
+            float in (0, 1 - delta) read as a fraction of the total number
+            of non-zeros (the budget), or an int >= 0. Defaults to 0.138
+            (the paper's CIFAR-10 WRN-28-2 value at 90% sparsity, as a
+            fraction of the budget).
         delta: tolerance `delta` of the threshold adaptation, in [0, 1).
             Defaults to 0.1.
         initial_threshold: `H_0` > 0. Defaults to 1e-3.
-        period: a `PeriodSchedule` (iterations per epoch range). Defaults
-            to DSR's CIFAR-10 schedule (100/200/400/800 iterations from
-            epochs 0/25/80/140).
+        period: a `PeriodSchedule`: iterations between reallocations, per
+            epoch range. Defaults to the paper's CIFAR-10 schedule: every
+            100 iterations for epochs 0-24, 200 for 25-79, 400 for 80-139
+            and 800 from epoch 140 on (the IntelAI reference code's
+            values). Regrown weights start at zero and are judged by |w| at
+            the next round, so they need tens of iterations to grow:
+            shorter periods make most of them die young (see
+            `SparseTraining.regrown_pruned_fraction`).
         stop_epoch: no reallocation from this epoch on (`None`: never
             stop). Defaults to 190.
 
     Raises:
-        ValueError: for a negative `target_prunes`, `delta` outside [0, 1),
-            a non-positive `initial_threshold` or a negative `stop_epoch`.
-        TypeError: if `period` is not a `PeriodSchedule`.
+        ValueError: for a negative int `target_prunes`, a float one outside
+            (0, 1 - delta), `delta` outside [0, 1), a non-positive
+            `initial_threshold` or a negative `stop_epoch`; when attached,
+            for an `N_p >= (1 - delta) * budget`.
+        TypeError: if `target_prunes` is not an int or a float, or
+            `period` is not a `PeriodSchedule`.
 
     Example:
 
@@ -320,25 +393,49 @@ class DSR(SparsePolicy):
         (arXiv:1902.05967), algorithm 1.
     """
 
+    #: Lower bound of `H` (a threshold of 0 could never double again).
+    MIN_THRESHOLD = 1e-8
+
     def __init__(
         self,
-        target_prunes=20000,
+        target_prunes=0.138,
         delta=0.1,
         initial_threshold=1e-3,
         period=None,
         stop_epoch=190,
     ):
-        if isinstance(target_prunes, bool) or not (
-            (isinstance(target_prunes, int) and target_prunes >= 0)
-            or (isinstance(target_prunes, float) and 0 < target_prunes < 1)
+        if isinstance(target_prunes, bool) or not isinstance(
+            target_prunes, numbers.Real
         ):
+            raise TypeError(
+                "Expected `target_prunes` to be an int (a count) or a float "
+                "(a fraction of the budget). "
+                f"Received: target_prunes={target_prunes!r}"
+            )
+        if isinstance(target_prunes, numbers.Integral):
+            target_prunes = int(target_prunes)
+        else:
+            target_prunes = float(target_prunes)
+        if not 0.0 <= float(delta) < 1.0:
+            raise ValueError(
+                f"Expected `delta` in [0, 1). Received: delta={delta!r}"
+            )
+        if isinstance(target_prunes, int) and target_prunes < 0:
             raise ValueError(
                 "Expected `target_prunes` to be an int >= 0 or a float in "
                 f"(0, 1). Received: target_prunes={target_prunes!r}"
             )
-        if not 0.0 <= float(delta) < 1.0:
+        if isinstance(target_prunes, float) and not 0 < target_prunes < 1:
             raise ValueError(
-                f"Expected `delta` in [0, 1). Received: delta={delta!r}"
+                "Expected `target_prunes` to be an int >= 0 or a float in "
+                f"(0, 1). Received: target_prunes={target_prunes!r}"
+            )
+        if isinstance(target_prunes, float) and target_prunes >= 1 - delta:
+            raise ValueError(
+                "Expected a float `target_prunes` below 1 - delta = "
+                f"{1 - float(delta):g}: no round could prune enough, and "
+                "the threshold would only grow. "
+                f"Received: target_prunes={target_prunes!r}, delta={delta!r}"
             )
         if not float(initial_threshold) > 0.0:
             raise ValueError(
@@ -367,17 +464,44 @@ class DSR(SparsePolicy):
         self.num_prunes = None
         self.threshold = None
 
-    def build(self, technique, budget):
+    def prunes_for(self, budget):
+        """`N_p` for a budget of non-zeros, as an int."""
         if isinstance(self.target_prunes, float):
-            self.num_prunes = max(1, round(self.target_prunes * budget))
-        else:
-            self.num_prunes = int(self.target_prunes)
+            return max(1, round(self.target_prunes * int(budget)))
+        return int(self.target_prunes)
+
+    def check_budget(self, budget):
+        budget = int(budget)
+        n_p = self.prunes_for(budget)
+        if not self.is_static and n_p >= (1.0 - self.delta) * budget:
+            raise ValueError(
+                "Expected `target_prunes` (N_p, weights pruned per round) "
+                f"below (1 - delta) * budget = {1.0 - self.delta:g} * "
+                f"{budget} = {(1.0 - self.delta) * budget:g} non-zeros: a "
+                "larger N_p can never be reached, so the threshold would "
+                "grow every round until each layer keeps one weight. Pass a "
+                "fraction of the budget instead (e.g. target_prunes=0.138). "
+                f"Received: target_prunes={self.target_prunes!r} "
+                f"(N_p={n_p}, budget={budget}, delta={self.delta:g})"
+            )
+
+    def build(self, technique, budget):
+        self.check_budget(budget)
+        self.num_prunes = self.prunes_for(budget)
         self.threshold = technique.add_weight(
             shape=(),
             initializer=keras.initializers.Constant(self.initial_threshold),
             trainable=False,
             name="threshold",
         )
+
+    def update_spacing(self, epochs=None):
+        last = epochs if epochs else max(self.period.boundaries, default=0) + 1
+        if self.stop_epoch is not None:
+            last = min(last, self.stop_epoch)
+        if last < 1:
+            return None
+        return min(self.period.period_at(e) for e in range(int(last)))
 
     def should_update(self, step, epoch, end_step):
         step = tf.cast(step, tf.int64)
@@ -429,6 +553,17 @@ class DSR(SparsePolicy):
         high = (1.0 + self.delta) * self.num_prunes
         low = (1.0 - self.delta) * self.num_prunes
         h = tf.where(pruned > high, h / 2.0, tf.where(pruned < low, h * 2.0, h))
+        # Keep H within the weights' range: above the largest |w| it would
+        # prune every weight but one per layer, and doubling would go on.
+        top = tf.reduce_max(
+            tf.stack(
+                [
+                    tf.reduce_max(tf.abs(tf.cast(k, h.dtype)))
+                    for k in ctx.kernels
+                ]
+            )
+        )
+        h = tf.maximum(tf.minimum(h, top), self.MIN_THRESHOLD)
         self.threshold.assign(h)
 
     def get_config(self):

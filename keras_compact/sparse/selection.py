@@ -5,6 +5,13 @@ nested and subclassed models are covered. The paper defaults for layers that
 stay dense (Mostafa and Wang 2019, as released): the first layer (the stem
 conv; the first Dense of an MLP), 1x1 shortcut / downsample convolutions
 and all normalization layers (which have no prunable weights anyway).
+
+The classifier (the last Dense) stays sparse, as in the references: DSR's
+WRN-28-2 counts 1,452,800 sparse weights, exactly its 3x3 block convs plus
+the final linear kernel (this rule gives the same count on the zoo's
+`wrn28_2`); RigL's CIFAR-10 WRN keeps only the first layer dense
+(`prune_first_layer=False`, `prune_last_layer=True`); SET's MLPs are sparse
+throughout. List it in `dense_layers` to keep it dense.
 """
 
 import keras
@@ -105,6 +112,8 @@ def default_dense_layers(model):
         A dict `{layer_name: reason}`: the first prunable layer ("first
         layer") and every 1x1 shortcut convolution ("1x1 shortcut conv").
         Normalization layers have no prunable weights and are not listed.
+        The classifier is not listed: it stays sparse, as in DSR's and
+        RigL's CIFAR-10 WRNs (see the module docstring).
 
     Example:
 

@@ -26,6 +26,7 @@ class _SparseWeight:
         self.variable = variable
         self.mask = mask
         self.key = key
+        self.regrown = None  # positions grown by the last update
 
     @property
     def size(self):
@@ -127,9 +128,18 @@ class SparseTraining(Technique):
     SET/RigL updates from the length of training, and logs at every epoch
     end `sparse/density` (overall), `sparse/density/<layer>` (per sparse
     weight), `sparse/threshold` (DSR's H), `sparse/dropped` (weights
-    replaced in the last update) and `sparse/updates` into the history and
+    replaced in the last update), `sparse/updates` and
+    `sparse/regrown_pruned` (the fraction of regrown weights that the next
+    update pruned again, over the epoch's updates) into the history and
     any TensorBoard callback. `plot_density(history)` draws the per-layer
     densities over training.
+
+    Regrown weights start at zero and are judged by |w| at the next update:
+    updates spaced too closely prune most of them before they can grow.
+    The policies' defaults space updates as their references do (100
+    iterations or more); at the start of `fit` the technique warns once if
+    the updates come sooner, and during training once if more than half
+    of the regrown weights are pruned again (`regrown_pruned_fraction()`).
 
     Args:
         sparsity: fraction of zeros over the sparse weights, in [0, 1).
@@ -249,6 +259,7 @@ class SparseTraining(Technique):
         self._skipped = []
         self._scratch = _Scratch()
         self._attached = False
+        self._warned = set()  # warnings already given (once per technique)
 
     # ------------------------------------------------------------------
     # Attach: choose layers, split the budget, create state
@@ -301,6 +312,7 @@ class SparseTraining(Technique):
             size = sum(int(np.prod(s)) for s in shapes)
             total = max(len(shapes), round((1.0 - self.sparsity) * size))
         counts = distributions.nonzero_counts(shapes, dens, total=total)
+        self.policy.check_budget(int(sum(counts)))
         multi = {}
         for layer, _, _ in entries:
             multi[layer.name] = multi.get(layer.name, 0) + 1
@@ -323,6 +335,15 @@ class SparseTraining(Technique):
             mask.assign(flat.reshape(var.shape))
             var.assign(var * mask)
             self._weights.append(_SparseWeight(layer, label, var, mask, key))
+        if not self.policy.is_static:
+            for w in self._weights:
+                w.regrown = self.add_weight(
+                    shape=tuple(w.variable.shape),
+                    dtype=w.mask.dtype,
+                    initializer="zeros",
+                    trainable=False,
+                    name=f"{w.layer.name}_{w.label}_regrown".replace("/", "_"),
+                )
         self.epoch = self.add_weight(
             shape=(),
             dtype="int32",
@@ -352,6 +373,25 @@ class SparseTraining(Technique):
             trainable=False,
             name="dropped",
         )
+        # Weights regrown by one update and judged at the next one (last
+        # update and running totals), and how many of them it pruned.
+        for name in (
+            "regrown_judged",
+            "regrown_pruned",
+            "total_regrown_judged",
+            "total_regrown_pruned",
+        ):
+            setattr(
+                self,
+                name,
+                self.add_weight(
+                    shape=(),
+                    dtype="int64",
+                    initializer="zeros",
+                    trainable=False,
+                    name=name,
+                ),
+            )
         self.policy.build(self, int(sum(counts)))
         self.built = True
         self._attached = True
@@ -501,8 +541,9 @@ class SparseTraining(Technique):
         drop_scores = self.policy.drop_scores(ctx)
         n_grow = self.policy.grow_counts(ctx, n_drop)
         grow_scores = self.policy.grow_scores(ctx)
+        judged, pruned_again = [], []
         for i, w in enumerate(self._weights):
-            new, _ = algorithms.drop_and_grow(
+            new, kept = algorithms.drop_and_grow(
                 actives[i],
                 drop_scores[i],
                 grow_scores[i],
@@ -511,6 +552,14 @@ class SparseTraining(Technique):
             )
             born = tf.logical_and(new, tf.logical_not(actives[i]))
             keep = tf.logical_and(new, actives[i])
+            if w.regrown is not None:
+                young = tf.logical_and(w.regrown.value > 0, actives[i])
+                # Judged by the drop step: a position it drops counts as
+                # pruned even if the random regrowth picks it again.
+                j, p = algorithms.regrown_pruned_counts(young, actives[i], kept)
+                judged.append(j)
+                pruned_again.append(p)
+                w.regrown.assign(tf.cast(born, w.regrown.dtype))
             value = kernels[i]
             if self.regrow_init == "he_normal":
                 shape = tuple(value.shape)
@@ -531,6 +580,13 @@ class SparseTraining(Technique):
             for slot in optimizer_slots(optimizer, w.variable):
                 slot.assign(slot.value * tf.cast(keep_f, slot.dtype))
         self.policy.after_update(ctx, n_drop)
+        if judged:
+            j = tf.cast(tf.add_n(judged), tf.int64)
+            p = tf.cast(tf.add_n(pruned_again), tf.int64)
+            self.regrown_judged.assign(j)
+            self.regrown_pruned.assign(p)
+            self.total_regrown_judged.assign_add(j)
+            self.total_regrown_pruned.assign_add(p)
         self.update_count.assign_add(tf.constant(1, tf.int64))
         self.dropped.assign(
             tf.cast(tf.add_n([tf.cast(k, tf.int32) for k in n_drop]), tf.int64)
@@ -559,6 +615,41 @@ class SparseTraining(Technique):
             for w in self._weights
         }
 
+    def regrown_pruned_fraction(self, last=False):
+        """Fraction of regrown weights that the next update pruned again.
+
+        At every update, the weights that the previous update regrew are
+        judged (they start at zero, and are ranked by |w| like all others);
+        the update's drop step prunes some of them. A high value (say above
+        0.5) means that updates come too soon for regrown weights to grow:
+        the connectivity churns without learning.
+
+        Args:
+            last: `False` (default) for the whole run so far: the regrown
+                weights pruned again over all the updates, divided by the
+                regrown weights judged over all the updates (a mean weighted
+                by the number regrown); `True` for the last update only.
+
+        Returns:
+            A float in [0, 1], or `None` before any regrown weight has
+            been judged (fewer than two updates, or a static policy).
+        """
+        pruned, judged = self.regrown_pruned_counts(last)
+        return pruned / judged if judged else None
+
+    def regrown_pruned_counts(self, last=False):
+        """`(pruned_again, judged)` as ints; see `regrown_pruned_fraction`."""
+        if self.policy.is_static:
+            return 0, 0
+        if last:
+            p, j = self.regrown_pruned, self.regrown_judged
+        else:
+            p, j = self.total_regrown_pruned, self.total_regrown_judged
+        return (
+            int(keras.ops.convert_to_numpy(p)),
+            int(keras.ops.convert_to_numpy(j)),
+        )
+
     def threshold_value(self):
         """DSR's current threshold H (None for other policies)."""
         if isinstance(self.policy, DSR) and self.policy.threshold is not None:
@@ -573,7 +664,9 @@ class SparseTraining(Technique):
             weight, shape, size, nonzeros, density), `"dense"` (layer and
             reason, for layers kept dense on purpose), `"skipped"` (layer,
             type and reason, for layers that could not be handled) and
-            `"sparsity"` (overall fraction of zeros of the masked weights).
+            `"sparsity"` (overall fraction of zeros of the masked weights)
+            and `"regrown_pruned"` (`regrown_pruned_fraction()` of the
+            last update and of the whole run, `None` if not known yet).
         """
         sparse = []
         for w in self._weights:
@@ -600,6 +693,10 @@ class SparseTraining(Technique):
                 for n, t, r in self._skipped
             ],
             "sparsity": 1.0 - nz / total if total else 0.0,
+            "regrown_pruned": {
+                "last": self.regrown_pruned_fraction(last=True),
+                "overall": self.regrown_pruned_fraction(),
+            },
         }
 
     def summary(self, print_fn=print):
