@@ -282,6 +282,46 @@ def test_same_seed_same_epochs_whatever_ran_before(name, request):
     )
 
 
+def test_epoch_callback_resumes_at_the_right_epoch():
+    """`fit(initial_epoch=1)` (a resumed run) with the callback reads the
+    data of epochs 1 and 2, as an uninterrupted run does."""
+    kwargs = dict(batch_size=64, n_per_class=6, seed=2)
+    expected = _epoch_hashes(data.load_dataset("digits", **kwargs).train)
+    splits = data.load_dataset("digits", **kwargs)
+    hashes = {}
+
+    class Recorder(keras.Model):
+        def __init__(self):
+            super().__init__()
+            self.dense = keras.layers.Dense(1)
+
+        def call(self, x):
+            return self.dense(keras.ops.reshape(x, (-1, 64)))
+
+        def train_step(self, batch):
+            x, y = batch
+            h = hashes.setdefault(self.epoch, hashlib.sha256())
+            h.update(x.numpy().tobytes())
+            h.update(y.numpy().tobytes())
+            return {"loss": 0.0}
+
+    class Epoch(keras.callbacks.Callback):
+        def on_epoch_begin(self, epoch, logs=None):
+            self.model.epoch = epoch
+
+    model = Recorder()
+    model.compile(run_eagerly=True)
+    model.fit(
+        splits.train,
+        initial_epoch=1,
+        epochs=3,
+        shuffle=False,
+        verbose=0,
+        callbacks=[Epoch(), splits.epoch_callback()],
+    )
+    assert [hashes[e].hexdigest() for e in (1, 2)] == expected[1:]
+
+
 def test_epoch_permutation_is_a_fixed_function():
     a = data.epoch_permutation(5, 2, 100)
     np.testing.assert_array_equal(np.sort(a), np.arange(100))

@@ -11,6 +11,7 @@ training set; the test set is only ever subset, never mixed in.
 import dataclasses
 import numbers
 
+import keras
 import numpy as np
 import tensorflow as tf
 
@@ -42,6 +43,16 @@ class DatasetSplits:
     test: tf.data.Dataset
     info: DatasetInfo
     train_images: np.ndarray = dataclasses.field(repr=False, default=None)
+    train_orders: object = dataclasses.field(repr=False, default=None)
+
+    def epoch_callback(self):
+        """A Keras callback that makes epoch `e` of `fit` read epoch `e` of
+        the training pipeline, also when `fit` starts at a later epoch
+        (`initial_epoch`, or `keras.callbacks.BackupAndRestore` resuming an
+        interrupted run): a resumed run then sees the very batches of an
+        uninterrupted one. Without it, the pipeline counts its own
+        iterations from 0."""
+        return _EpochSync(self.train_orders)
 
 
 def load_dataset(
@@ -138,12 +149,14 @@ def load_dataset(
         )
 
     train_images = x_train[train_idx]
+    orders = _EpochOrders(seed, len(train_idx))
     train = _train_pipeline(
         train_images,
         y_train[train_idx],
         batch_size,
         augment=get_augmentation(name) if augment else None,
         seed=seed,
+        orders=orders,
     )
     val = None
     if val_idx is not None:
@@ -166,6 +179,7 @@ def load_dataset(
         test=test,
         info=dataclasses.replace(info, counts=counts),
         train_images=train_images,
+        train_orders=orders,
     )
 
 
@@ -264,12 +278,25 @@ class _EpochOrders:
         yield epoch, epoch_permutation(self.seed, epoch, self.n)
 
 
-def _train_pipeline(x, y, batch_size, augment, seed):
+class _EpochSync(keras.callbacks.Callback):
+    """Sets the pipeline's epoch counter to `fit`'s epoch (see
+    `DatasetSplits.epoch_callback`). `fit` calls `on_epoch_begin` before it
+    starts iterating the dataset for that epoch."""
+
+    def __init__(self, orders):
+        super().__init__()
+        self.orders = orders
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.orders.epoch = int(epoch)
+
+
+def _train_pipeline(x, y, batch_size, augment, seed, orders=None):
     n = len(y)
     images = tf.constant(x)
     labels = tf.constant(y.astype(np.int32))
     orders = tf.data.Dataset.from_generator(
-        _EpochOrders(seed, n),
+        orders or _EpochOrders(seed, n),
         output_signature=(
             tf.TensorSpec((), tf.int64),
             tf.TensorSpec((n,), tf.int64),

@@ -144,12 +144,16 @@ def train_classifier(
         **kwargs,
     )
     timer = StepTimer()
+    sync = []
+    if getattr(splits, "train_orders", None) is not None:
+        # Epoch e of fit reads epoch e of the data, also after a resume.
+        sync = [splits.epoch_callback()]
     start = time.perf_counter()
     history = trainer.fit(
         splits.train,
         validation_data=splits.val,
         epochs=epochs,
-        callbacks=[timer, *(callbacks or [])],
+        callbacks=[timer, *sync, *(callbacks or [])],
         verbose=verbose,
         shuffle=False,  # the pipeline reshuffles; Keras cannot for tf.data
     )
