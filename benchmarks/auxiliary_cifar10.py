@@ -2,7 +2,10 @@
 vs searched structure, two tiny zoo models, equal epochs, several seeds.
 
 Every configuration of a (model, seed) pair starts from the same initial
-weights and sees the same batches (same data seed); the searched run first
+weights and sees the same batches: each run gets its own fresh pipeline of
+that seed (`load_dataset` gives epoch e of seed s the same batches in any
+process), so no arm trains on another arm's later epochs. The searched run
+first
 spends `--search-steps` DARTS steps on a copy of the model (reported as
 search time, not counted as training), then trains its fixed structure for
 the same epochs as the others. Accuracy is measured on a stratified subset
@@ -38,7 +41,7 @@ import keras  # noqa: E402
 import numpy as np  # noqa: E402
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from harness import write_results  # noqa: E402
+from harness import RunLog, write_results  # noqa: E402
 
 from keras_compact.auxiliary import (  # noqa: E402
     AuxiliaryModule,
@@ -92,7 +95,8 @@ def main(argv=None):
     p.add_argument("--epochs", type=int, default=4)
     p.add_argument("--batch-size", type=int, default=64)
     p.add_argument("--lr", type=float, default=3e-3)
-    p.add_argument("--search-steps", type=int, default=40)
+    p.add_argument("--search-steps", type=int, default=200)
+    p.add_argument("--name", default="auxiliary_cifar10")
     args = p.parse_args(argv)
     models = args.models.split(",")
     seeds = [int(s) for s in args.seeds.split(",")]
@@ -105,27 +109,40 @@ def main(argv=None):
         seed=0,
         test_n_per_class=args.test_per_class,
     ).test
-    rows, started = [], time.perf_counter()
+    budget = {
+        "dataset": "CIFAR-10 (real), stratified subset",
+        "models": models,
+        "train_per_class": args.n_per_class,
+        "heldout_fraction": 0.1,
+        "test_per_class": args.test_per_class,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "optimizer": f"Adam, cosine decay from {args.lr}",
+        "augmentation": "pad-4 crop + flip",
+        "search_steps": args.search_steps,
+        "seeds": seeds,
+        "data": "a fresh seeded pipeline per run (search included): every "
+        "arm of a seed sees the same batches",
+    }
+    log = RunLog(args.name, budget)
+    started = time.perf_counter()
+
+    def splits(seed):
+        data = load_dataset(
+            "cifar10",
+            batch_size=args.batch_size,
+            validation_split=0.1,
+            n_per_class=args.n_per_class,
+            augment=True,
+            seed=seed,
+        )
+        return type(
+            "Splits", (), {"train": data.train, "val": data.val, "test": test}
+        )
+
     for name in models:
         for seed in seeds:
-            data = load_dataset(
-                "cifar10",
-                batch_size=args.batch_size,
-                validation_split=0.1,
-                n_per_class=args.n_per_class,
-                augment=True,
-                seed=seed,
-            )
-            data = type(
-                "Splits",
-                (),
-                {
-                    "train": data.train,
-                    "val": data.val,
-                    "test": test,
-                },
-            )
-            steps = sum(1 for _ in data.train)
+            steps = int(splits(seed).train.cardinality())
             keras.utils.set_random_seed(seed)
             init = get_model(name, input_shape=(32, 32, 3), num_classes=10)
             init_weights = init.get_weights()
@@ -135,11 +152,15 @@ def main(argv=None):
                 m.set_weights(init_weights)
                 return m
 
+            configs = ["baseline", "connect-all", "searched"]
+            if all(log.done(model=name, seed=seed, config=c) for c in configs):
+                continue
             t0 = time.perf_counter()
+            search_data = splits(seed)
             searched = search_connections(
                 fresh(),
-                data.train,
-                data.val,
+                search_data.train,
+                search_data.val,
                 steps=args.search_steps,
                 loss=LOSS,
                 optimizer=_optimizer(args.lr, args.search_steps),
@@ -148,23 +169,33 @@ def main(argv=None):
             search_s = time.perf_counter() - t0
             (structure,) = searched.connections.values()
             print(searched.search_description, flush=True)
-            configs = [
-                ("baseline", []),
-                ("connect-all", [AuxiliaryModule(seed=seed)]),
-                ("searched", [searched]),
-            ]
-            for config, techniques in configs:
+            techniques = {
+                "baseline": lambda: [],
+                "connect-all": lambda: [AuxiliaryModule(seed=seed)],
+                "searched": lambda: [searched],
+            }
+            for config in configs:
+                if log.done(model=name, seed=seed, config=config):
+                    continue
                 keras.utils.set_random_seed(seed)
                 result = _train(
-                    fresh(), techniques, data, args.epochs, args.lr, steps
+                    fresh(),
+                    techniques[config](),
+                    splits(seed),
+                    args.epochs,
+                    args.lr,
+                    steps,
                 )
                 row = {"model": name, "config": config, "seed": seed, **result}
                 if config == "searched":
                     row["search_s"] = search_s
                     row["edges_changed"] = _differs_from_chain(structure)
                     row["structure"] = json.dumps(structure)
-                rows.append(row)
-                print(json.dumps(row), flush=True)
+                    summary = getattr(searched, "search_summary", None)
+                    if summary:
+                        row["search_summary"] = json.dumps(summary, default=str)
+                log.add(row)
+    rows = [dict(r) for r in log.rows]
     summary = []
     for name in models:
         base = {
@@ -188,24 +219,13 @@ def main(argv=None):
                     "acc_mean": float(np.mean(accs)),
                     "acc_per_seed": " / ".join(f"{a:.2f}" for a in accs),
                     "delta_vs_base": float(np.mean(deltas)),
+                    "delta_per_seed": " / ".join(f"{d:+.2f}" for d in deltas),
                     "step_ratio": first["median_step_ms"]
                     / base[first["seed"]]["median_step_ms"],
                     "median_step_ms": first["median_step_ms"],
                 }
             )
-    budget = {
-        "dataset": "CIFAR-10 (real), stratified subset",
-        "train_per_class": args.n_per_class,
-        "heldout_fraction": 0.1,
-        "test_per_class": args.test_per_class,
-        "epochs": args.epochs,
-        "batch_size": args.batch_size,
-        "optimizer": f"Adam, cosine decay from {args.lr}",
-        "augmentation": "pad-4 crop + flip",
-        "search_steps": args.search_steps,
-        "seeds": seeds,
-        "wall_s": round(time.perf_counter() - started, 1),
-    }
+    budget["wall_s_this_invocation"] = round(time.perf_counter() - started, 1)
     notes = [
         "acc_mean: test accuracy (%) on the stratified test subset, mean "
         "over seeds; delta_vs_base: mean paired difference in points.",
@@ -221,8 +241,8 @@ def main(argv=None):
         for r in rows
         if r["config"] == "searched"
     ]
-    write_results("auxiliary_cifar10", summary, budget, notes=notes)
-    write_results("auxiliary_cifar10_runs", rows, budget)
+    write_results(args.name, summary, budget, notes=notes)
+    write_results(f"{args.name}_runs", rows, budget)
 
 
 if __name__ == "__main__":

@@ -29,7 +29,7 @@ loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 if args.search:
     # Which taps feed which booster node, searched on a held-out split of
     # the training data (first-order DARTS); then the fixed structure.
-    aux = search_connections(model, data.train, data.val, steps=50, loss=loss)
+    aux = search_connections(model, data.train, data.val, loss=loss)
     print(aux.search_description)
 else:
     aux = AuxiliaryModule()  # "connect all taps", the zero-cost default

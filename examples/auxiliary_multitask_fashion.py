@@ -127,7 +127,6 @@ def main():
             model,
             two_labels(data.train),
             two_labels(data.val),
-            steps=50,
             loss=LOSSES,
             seed=args.seed,
         )

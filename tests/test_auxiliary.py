@@ -94,7 +94,7 @@ def test_loss_is_main_plus_weighted_aux():
         h["task_loss"][0] + h["aux_loss"][0], rel=1e-5
     )
     taps = aux._private.tap_model(x, training=True)["taps"]
-    aux_pred = aux._aux_predictions(taps)
+    aux_pred = aux._aux_predictions(taps, training=True)
     assert h["aux_loss"][0] == pytest.approx(
         0.5 * float(SCCE(y, aux_pred)), rel=1e-4
     )
@@ -113,7 +113,7 @@ def test_aux_loss_alone_trains_the_compact_blocks():
 
     with tf.GradientTape() as tape:
         taps = aux._private.tap_model(x, training=True)["taps"]
-        loss = SCCE(y, aux._aux_predictions(taps))
+        loss = SCCE(y, aux._aux_predictions(taps, training=True))
     grads = tape.gradient(loss, variables)
     by_name = {v.path: g for v, g in zip(variables, grads)}
     stem_kernel = model.get_layer("stem").kernel.path

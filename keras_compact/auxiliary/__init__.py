@@ -2,8 +2,10 @@
 
 `AuxiliaryModule` (a `Technique`) adds, around a compact model, an adaptor
 per tap, a hierarchical booster stream and an auxiliary head per task head;
-`search_connections` searches which taps feed which booster node. Nothing
-of it reaches the deployed model.
+`search_connections` searches which extra taps feed each booster node
+(every node always keeps its own tap) and falls back to connect-all when
+the search does not separate the candidates. Nothing of it reaches the
+deployed model.
 """
 
 from keras_compact.auxiliary.auxiliary_module import AuxiliaryModule

@@ -1,5 +1,7 @@
 """`AuxiliaryModule`: auxiliary over-parameterisation as a `Technique`."""
 
+import warnings
+
 import keras
 import numpy as np
 
@@ -50,19 +52,51 @@ class AuxiliaryModule(Technique):
 
     - `"all"` (default, zero cost): tap `j` feeds booster node `j`, the
       released auxiliary-module design.
-    - `"search"`: every candidate edge tap `i -> node j` (`i <= j`, same or
-      previous resolution stage) is used, weighted by softmax(beta_j) over
-      the node's candidates. `fit` alternates first-order DARTS steps: the
-      network weights on the training batch (the compiled optimizer), then
-      the architecture logits beta on a batch of `search_data` (a held-out
-      split of the training data) with Adam(`arch_learning_rate`), on the
-      auxiliary loss (the only loss beta changes to first order). Afterwards
-      `fixed()` returns a new technique with the top-k edges per node; or
-      use `search_connections(...)`, which does both.
+    - `"search"`: every node `j` keeps its own tap (weight 1), so every tap
+      has an adaptor and every block gets auxiliary gradient; the search
+      only chooses *extra* edges tap `i -> node j` (`i < j`, same or
+      previous resolution stage), each gated by `sigmoid(beta_ij)`. `fit`
+      alternates first-order DARTS steps: the network weights on the
+      training batch (the compiled optimizer), then the architecture logits
+      beta on a batch of `search_data` (a held-out split of the training
+      data) with Adam(`arch_learning_rate`). Afterwards `fixed()` returns a
+      new technique with the own taps plus, per node, at most `top_k` extra
+      edges whose logits are separated from noise (below); or use
+      `search_connections(...)`, which does both.
     - a fixed structure: a dict mapping each head name to a dict mapping
       each node's tap name to the list of tap names feeding it (the format
       of `structure`), as saved in the config. A plain dict of node -> list
       is accepted for single-head models.
+
+    What the search optimises, and what it does not: the held-out step
+    lowers, to first order, the *auxiliary* loss (plus the mutual term when
+    `lambda_mut > 0`) of held-out batches with respect to the gates, the
+    network weights held at their current values. It never measures the
+    benefit to the compact network: the gates reach the compact network
+    only through the auxiliary gradient it receives, a second-order effect
+    that this search ignores. It selects edges that help the auxiliary head
+    fit held-out data, not edges shown to improve the compact model; compare
+    with `"all"` (the zero-cost default) on your task.
+
+    Separation: an extra edge is kept only when its logit exceeds the
+    margin `max(min_separation * arch_learning_rate * sqrt(steps),
+    min_logit)`. The first term is noise: Adam moves a logit by about
+    `arch_learning_rate` per step whatever the gradient's scale, so a
+    gradient of random sign still moves it, by about
+    `arch_learning_rate * sqrt(steps)` (less than twice that in 95% of
+    cases, `structure.noise_level`). The second asks for a gate that moved
+    visibly away from 0.5 while searching (outside [0.38, 0.62] at 0.5),
+    i.e. that the relaxation actually weighted the candidates differently.
+    Edges within the margin are undecided and left out, as in `"all"`.
+    When no edge at all is decided (too few steps, too small a learning
+    rate) the searched structure is connect-all. `fixed()` warns in both
+    cases, and `search_report()` records the margin, the logits' spread
+    and the fallback.
+
+    The held-out step runs the compact model in training mode (batch
+    statistics, like the weight step) inside a `keras.StatelessScope`, which
+    discards every state update: it never writes the moving statistics of
+    the compact model's BatchNormalization layers (nor the booster's).
 
     Multi-output models (hard parameter sharing) get one booster per head;
     the auxiliary loss is the compiled loss (with its loss weights) applied
@@ -74,14 +108,24 @@ class AuxiliaryModule(Technique):
             layer names, or a dict mapping head names to lists of layer
             names.
         connections: `"all"`, `"search"`, or a fixed structure (above).
-        top_k: edges kept per node by `fixed()`, an int >= 1. Defaults to 1.
+        top_k: extra edges (besides the node's own tap) kept per node by
+            `fixed()`, an int >= 1. Defaults to 1.
         aux_width_mult: adaptor width multiplier (> 0). Defaults to 1.0.
         lambda_aux: weight of the auxiliary loss (>= 0). Defaults to 1.0.
         lambda_mut: weight of the mutual-learning term (>= 0). Defaults to 0.
         temperature: softmax temperature of mutual learning (> 0). Defaults
             to 1.0.
         arch_learning_rate: Adam learning rate of the architecture logits
-            (> 0). Defaults to 3e-4.
+            (> 0). Defaults to 1e-2: over 200 steps a logit whose held-out
+            gradient keeps its sign moves by up to about 2 (gate 0.12 or
+            0.88), so the relaxation changes the booster while it is
+            searched (at 3e-4 the gates stayed at 0.50).
+        min_separation: the margin of an edge decision in units of the
+            noise level `arch_learning_rate * sqrt(steps)` (>= 0). Defaults
+            to 3.0 (a logit driven by a random-sign gradient exceeds it in
+            under 1% of edges).
+        min_logit: the smallest margin of an edge decision, on `|beta|`
+            (>= 0). Defaults to 0.5 (gate outside [0.38, 0.62]).
         search_data: search mode only: a `tf.data.Dataset` of `(x, y)`
             batches held out from the training data (repeated as needed).
             Not saved in the config.
@@ -132,7 +176,9 @@ class AuxiliaryModule(Technique):
         lambda_aux=1.0,
         lambda_mut=0.0,
         temperature=1.0,
-        arch_learning_rate=3e-4,
+        arch_learning_rate=1e-2,
+        min_separation=3.0,
+        min_logit=0.5,
         search_data=None,
         seed=None,
         **kwargs,
@@ -168,6 +214,8 @@ class AuxiliaryModule(Technique):
         _check_number("lambda_mut", lambda_mut, strict=False)
         _check_number("temperature", temperature, strict=True)
         _check_number("arch_learning_rate", arch_learning_rate, strict=True)
+        _check_number("min_separation", min_separation, strict=False)
+        _check_number("min_logit", min_logit, strict=False)
         if seed is not None and (
             not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)
         ):
@@ -180,6 +228,8 @@ class AuxiliaryModule(Technique):
         self.lambda_mut = float(lambda_mut)
         self.temperature = float(temperature)
         self.arch_learning_rate = float(arch_learning_rate)
+        self.min_separation = float(min_separation)
+        self.min_logit = float(min_logit)
         self.search_data = search_data
         self.seed = None if seed is None else int(seed)
         self.term_names = ("aux_loss",) + (
@@ -261,6 +311,15 @@ class AuxiliaryModule(Technique):
             boosters.append(booster)
         self.boosters = boosters
         self._tap_shapes = {h: [t.shape for t in ts] for h, ts in taps.items()}
+        if self.searching:
+            # Architecture steps taken: the noise level of the logits.
+            self.search_steps = self.add_weight(
+                shape=(),
+                dtype="int64",
+                initializer="zeros",
+                trainable=False,
+                name="search_steps",
+            )
         self._attached = True
 
     def validate(self, trainer):
@@ -300,7 +359,7 @@ class AuxiliaryModule(Technique):
         else:
             # Another technique owns the forward pass: tap the graph again.
             taps = self._private.tap_model(x, training=True)["taps"]
-        aux_pred = self._aux_predictions(taps)
+        aux_pred = self._aux_predictions(taps, training=True)
         terms = {
             "aux_loss": keras.ops.multiply(
                 self.lambda_aux,
@@ -328,15 +387,20 @@ class AuxiliaryModule(Technique):
         sources = [getattr(v, "value", v) for v in variables]
         with tf.GradientTape() as tape:
             tape.watch(sources)
-            out = self._private.tap_model(x, training=True)
-            aux_pred = self._aux_predictions(out["taps"])
-            loss = trainer.task_loss(y, aux_pred, sample_weight)
-            if self.lambda_mut > 0:
-                loss = loss + self.lambda_mut * self._mutual(
-                    out["main"], aux_pred
-                )
+            # Training mode (batch statistics), but statelessly: the moving
+            # statistics the BatchNormalization layers would write (the
+            # compact model's and the booster's) are discarded.
+            with keras.StatelessScope():
+                out = self._private.tap_model(x, training=True)
+                aux_pred = self._aux_predictions(out["taps"], training=True)
+                loss = trainer.task_loss(y, aux_pred, sample_weight)
+                if self.lambda_mut > 0:
+                    loss = loss + self.lambda_mut * self._mutual(
+                        out["main"], aux_pred
+                    )
         grads = tape.gradient(loss, sources)
         self._private.optimizer.apply_gradients(zip(grads, variables))
+        self.search_steps.assign_add(1)
 
     def strip(self, trainer, model):
         return model
@@ -390,52 +454,181 @@ class AuxiliaryModule(Technique):
     def structure(self):
         """The connections as saved: head -> {node tap: [input taps]}.
 
-        In search mode, the current top-`top_k` choice.
+        In search mode, the structure `fixed()` would return now.
         """
         self._require_attached("structure")
+        return self._named_structure(self.top_k, self.min_separation)
+
+    def _named_structure(self, top_k, min_separation):
         out = {}
         for head, booster in zip(self.heads, self.boosters):
             names = self.tap_lists[head]
-            conn = (
-                self._top_k(booster) if booster.search else booster.connections
-            )
+            if booster.search:
+                conn, _ = self._select(booster, top_k, min_separation)
+            else:
+                conn = booster.connections
             out[head] = {
                 names[j]: [names[i] for i in srcs]
                 for j, srcs in enumerate(conn)
             }
         return out
 
-    def _top_k(self, booster, k=None):
-        logits = [
-            keras.ops.convert_to_numpy(booster.arch_logits[a:b])
-            for a, b in booster._segments
-        ]
-        return structure_lib.top_k_structure(
-            booster.candidates, logits, k or self.top_k
+    def _steps_taken(self):
+        if not self.searching:
+            return 0
+        return int(self.search_steps.numpy())
+
+    def _margin(self, min_separation=None):
+        """The decision margin on the logits after the steps taken."""
+        if min_separation is None:
+            min_separation = self.min_separation
+        noise = structure_lib.noise_level(
+            self.arch_learning_rate, self._steps_taken()
         )
+        return max(min_separation * noise, self.min_logit)
+
+    def _logits(self, booster):
+        return [
+            keras.ops.convert_to_numpy(v).tolist()
+            for v in booster.node_logits()
+        ]
+
+    def _select(self, booster, top_k=None, min_separation=None):
+        return structure_lib.select_edges(
+            booster.candidates,
+            self._logits(booster),
+            top_k or self.top_k,
+            self._margin(min_separation),
+        )
+
+    def search_report(self, top_k=None, min_separation=None):
+        """What the search decided, per head, and how clearly.
+
+        Args:
+            top_k: extra edges kept per node (default: `top_k`).
+            min_separation: the margin in noise levels (default:
+                `min_separation`).
+
+        Returns:
+            A dict mapping each head name to a dict with `steps` (the
+            architecture steps taken), `noise_level`
+            (`arch_learning_rate * sqrt(steps)`), `min_separation`,
+            `min_logit`, `margin` (the larger of `min_separation *
+            noise_level` and `min_logit`), `edges` (the
+            number of extra candidate edges), `decided`, `kept`,
+            `undecided_edges` (`[tap, node]` name pairs), `max_abs_logit`,
+            `gate_spread` (largest minus smallest gate), and `fallback`:
+            `"connect-all"` when no edge was decided (the structure is
+            connect-all because the search did not separate anything),
+            `"partial"` when some were not, else `None`.
+
+        Raises:
+            ValueError: if the technique is not attached or not searching.
+        """
+        self._require_attached("search_report")
+        if not self.searching:
+            raise ValueError(
+                "`search_report` needs connections='search'. Received: "
+                f"connections={self.connections!r}"
+            )
+        if min_separation is None:
+            min_separation = self.min_separation
+        margin = self._margin(min_separation)
+        report = {}
+        for head, booster in zip(self.heads, self.boosters):
+            names = self.tap_lists[head]
+            conn, undecided = self._select(booster, top_k, min_separation)
+            flat = [v for lg in self._logits(booster) for v in lg]
+            edges = len(flat)
+            gates = 1.0 / (1.0 + np.exp(-np.asarray(flat, dtype=np.float64)))
+            if edges and len(undecided) == edges:
+                fallback = "connect-all"
+            elif undecided:
+                fallback = "partial"
+            else:
+                fallback = None
+            report[head] = {
+                "steps": self._steps_taken(),
+                "noise_level": structure_lib.noise_level(
+                    self.arch_learning_rate, self._steps_taken()
+                ),
+                "min_separation": min_separation,
+                "min_logit": self.min_logit,
+                "margin": margin,
+                "edges": edges,
+                "decided": edges - len(undecided),
+                "kept": sum(len(srcs) - 1 for srcs in conn),
+                "undecided_edges": [[names[i], names[j]] for i, j in undecided],
+                "max_abs_logit": float(np.max(np.abs(flat))) if flat else 0.0,
+                "gate_spread": float(gates.max() - gates.min())
+                if edges
+                else 0.0,
+                "fallback": fallback,
+            }
+        return report
+
+    def _warn_undecided(self, report):
+        for head, r in report.items():
+            if r["fallback"] is None:
+                continue
+            where = (
+                f"{r['steps']} steps at arch_learning_rate="
+                f"{self.arch_learning_rate:g}: margin {r['margin']:.3g} = "
+                f"max({r['min_separation']:g} x noise level "
+                f"{r['noise_level']:.3g}, min_logit {r['min_logit']:g}); "
+                f"largest |beta| {r['max_abs_logit']:.3g}, gate spread "
+                f"{r['gate_spread']:.3f}"
+            )
+            if r["fallback"] == "connect-all":
+                msg = (
+                    f"The auxiliary structure search did not separate any "
+                    f"of the {r['edges']} candidate edges of head {head!r} "
+                    f"from noise ({where}). Falling back to connect-all: "
+                    "every node takes its own tap only. Search longer "
+                    "(`steps`) for a decision."
+                )
+            else:
+                msg = (
+                    f"{len(r['undecided_edges'])} of the {r['edges']} "
+                    f"candidate edges of head {head!r} were not separated "
+                    f"from noise ({where}); they are left out, as in "
+                    "connect-all."
+                )
+            warnings.warn(msg, UserWarning, stacklevel=3)
 
     def describe(self):
         """A readable description of the booster structure of every head."""
         self._require_attached("describe")
         blocks = []
+        report = self.search_report() if self.searching else {}
         for head, booster in zip(self.heads, self.boosters):
-            probs = None
+            gates = None
             if booster.search:
-                conn = self._top_k(booster)
-                probs = []
-                for cand, w in zip(booster.candidates, booster.edge_weights()):
-                    w = keras.ops.convert_to_numpy(w)
-                    probs.append({i: float(p) for i, p in zip(cand, w)})
+                conn, _ = self._select(booster)
+                gates = [
+                    {
+                        i: float(g)
+                        for i, g in zip(extra, keras.ops.convert_to_numpy(gate))
+                    }
+                    for extra, gate in zip(booster.extras, booster.edge_gates())
+                ]
             else:
                 conn = booster.connections
             text = structure_lib.format_structure(
-                head, self.tap_lists[head], self._tap_shapes[head], conn, probs
+                head, self.tap_lists[head], self._tap_shapes[head], conn, gates
             )
-            mode = (
-                f"searching, top-{self.top_k} shown"
-                if booster.search
-                else "fixed"
-            )
+            if booster.search:
+                r = report[head]
+                mode = (
+                    f"searching, {r['steps']} steps: {r['decided']} of "
+                    f"{r['edges']} extra edges decided (|beta| > margin "
+                    f"{r['margin']:.3g}), {r['kept']} kept (top-{self.top_k} "
+                    f"per node); gate spread {r['gate_spread']:.3f}"
+                )
+                if r["fallback"] == "connect-all":
+                    mode += "; nothing separated: falls back to connect-all"
+            else:
+                mode = "fixed"
             blocks.append(f"{text}\n  ({mode})")
         return "\n".join(blocks)
 
@@ -443,11 +636,20 @@ class AuxiliaryModule(Technique):
         """Prints `describe()`."""
         print(self.describe())
 
-    def fixed(self, top_k=None):
-        """A new technique with the searched (top-k) structure, not attached.
+    def fixed(self, top_k=None, min_separation=None):
+        """A new technique with the searched structure, not attached.
+
+        Every node keeps its own tap, plus at most `top_k` extra edges whose
+        logits exceed the margin (see the class docstring). Warns when some
+        or all candidate edges were not separated from noise (all: the
+        result is connect-all); the new technique's `search_summary`
+        attribute holds `search_report()` (`None` when not searching).
 
         Args:
-            top_k: edges kept per node (default: this technique's `top_k`).
+            top_k: extra edges kept per node (default: this technique's
+                `top_k`).
+            min_separation: the margin in noise levels (default: this
+                technique's `min_separation`).
 
         Returns:
             An `AuxiliaryModule` with `connections` set to the structure and
@@ -455,26 +657,30 @@ class AuxiliaryModule(Technique):
         """
         self._require_attached("fixed")
         if top_k is not None:
-            structure_lib.top_k_structure([[0]], [[0.0]], top_k)
-        structure = {}
-        for head, booster in zip(self.heads, self.boosters):
-            names = self.tap_lists[head]
-            conn = (
-                self._top_k(booster, top_k)
-                if booster.search
-                else booster.connections
-            )
-            structure[head] = {
-                names[j]: [names[i] for i in srcs]
-                for j, srcs in enumerate(conn)
-            }
+            structure_lib.select_edges([[0]], [[]], top_k, 0.0)
+        if min_separation is not None:
+            _check_number("min_separation", min_separation, strict=False)
+        report = None
+        if self.searching:
+            report = self.search_report(top_k, min_separation)
+            self._warn_undecided(report)
         config = self.get_config()
         for key in ("name", "trainable", "dtype"):
             config.pop(key, None)
-        config.update(connections=structure, search_data=None)
+        config.update(
+            connections=self._named_structure(
+                top_k or self.top_k,
+                self.min_separation
+                if min_separation is None
+                else float(min_separation),
+            ),
+            search_data=None,
+        )
         if top_k is not None:
             config["top_k"] = int(top_k)
-        return AuxiliaryModule(**config)
+        result = AuxiliaryModule(**config)
+        result.search_summary = report
+        return result
 
     def _require_attached(self, what):
         if not self._attached:
@@ -486,12 +692,30 @@ class AuxiliaryModule(Technique):
     # ------------------------------------------------------------------
     # Losses
     # ------------------------------------------------------------------
-    def _aux_predictions(self, taps):
+    def _aux_predictions(self, taps, training=False):
         preds = [
-            booster([taps[i] for i in idx], training=True)
+            booster([taps[i] for i in idx], training=training)
             for booster, idx in zip(self.boosters, self._tap_index)
         ]
         return keras.tree.pack_sequence_as(self._private.output_template, preds)
+
+    def auxiliary_outputs(self, x, training=False):
+        """The auxiliary heads' predictions for inputs `x`.
+
+        Args:
+            x: a batch of inputs of the compact model.
+            training: whether the compact model and the booster run in
+                training mode (BatchNormalization on batch statistics,
+                updating the moving ones). Defaults to `False`: inference
+                mode, deterministic and per-example.
+
+        Returns:
+            The auxiliary predictions, structured like the compact model's
+            outputs (one per head).
+        """
+        self._require_attached("auxiliary_outputs")
+        taps = self._private.tap_model(x, training=training)["taps"]
+        return self._aux_predictions(taps, training=training)
 
     def _mutual(self, y_pred, aux_pred):
         total = 0.0
@@ -532,6 +756,8 @@ class AuxiliaryModule(Technique):
             "lambda_mut": self.lambda_mut,
             "temperature": self.temperature,
             "arch_learning_rate": self.arch_learning_rate,
+            "min_separation": self.min_separation,
+            "min_logit": self.min_logit,
             "seed": self.seed,
         }
 

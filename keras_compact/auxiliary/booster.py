@@ -69,12 +69,13 @@ class AuxiliaryBooster(keras.layers.Layer):
     `BN(strided Conv1x1)` when resolution or width changes and the identity
     otherwise, and `in_j` is the sum of the adapted taps feeding node `j`
     (each brought to node `j`'s shape by its own `BN(strided Conv1x1)` when
-    needed). In search mode `in_j` is the softmax(beta_j)-weighted sum over
-    every candidate edge (`structure.candidate_edges`), with the
-    architecture logits `beta` held in a non-trainable weight (updated by
-    the search, never by the model's optimizer). The auxiliary head is
-    global average pooling + Dense on the last node. Every BatchNormalization
-    is the booster's own.
+    needed). In search mode node `j` always takes its own tap at weight 1
+    and every extra candidate tap `i < j` (`structure.candidate_edges`) at
+    weight `sigmoid(beta_ij)`, a gate that starts at 0.5; the architecture
+    logits `beta` are held in a non-trainable weight (updated by the search,
+    never by the model's optimizer). Every tap therefore always has an
+    adaptor. The auxiliary head is global average pooling + Dense on the
+    last node. Every BatchNormalization is the booster's own.
 
     Args:
         tap_shapes: list of `(H, W, C)`, one per tap, in graph order.
@@ -143,6 +144,7 @@ class AuxiliaryBooster(keras.layers.Layer):
         self.seed = seed
         self.search = connections == "search"
         self.candidates = structure_lib.candidate_edges(self.tap_stages)
+        self.extras = structure_lib.extra_candidates(self.candidates)
         if self.search:
             self.connections = "search"
             self._inputs = self.candidates
@@ -201,9 +203,9 @@ class AuxiliaryBooster(keras.layers.Layer):
         self.arch_logits = None
         self._segments = []
         start = 0
-        for cand in self.candidates:
-            self._segments.append((start, start + len(cand)))
-            start += len(cand)
+        for extra in self.extras:
+            self._segments.append((start, start + len(extra)))
+            start += len(extra)
         self.num_edges = start
 
     def _next_seed(self):
@@ -235,16 +237,18 @@ class AuxiliaryBooster(keras.layers.Layer):
             )
         self.built = True
 
-    def edge_weights(self):
-        """Per node, the softmax weights of its candidate edges (search)."""
+    def node_logits(self):
+        """Per node, the architecture logits of its extra edges (search)."""
         if not self.search:
-            raise ValueError("Only a searching booster has edge weights.")
-        return [
-            keras.ops.softmax(self.arch_logits[a:b])
-            if b - a > 1
-            else keras.ops.ones((1,), dtype=self.arch_logits.dtype)
-            for a, b in self._segments
-        ]
+            raise ValueError("Only a searching booster has edge logits.")
+        return [self.arch_logits[a:b] for a, b in self._segments]
+
+    def edge_gates(self):
+        """Per node, the gates `sigmoid(beta)` of its extra edges (search).
+
+        Aligned with `extras`; the node's own tap has no gate (weight 1).
+        """
+        return [keras.ops.sigmoid(v) for v in self.node_logits()]
 
     def call(self, inputs, training=False):
         inputs = list(inputs)
@@ -257,17 +261,18 @@ class AuxiliaryBooster(keras.layers.Layer):
             int(i): layer(inputs[int(i)], training=training)
             for i, layer in self.adaptors.items()
         }
-        weights = self.edge_weights() if self.search else None
+        gates = self.edge_gates() if self.search else None
         state = None
         for j, srcs in enumerate(self._inputs):
             terms = []
-            for e, i in enumerate(srcs):
+            for i in srcs:
                 x = adapted[i]
                 key = f"{i}_{j}"
                 if key in self.edges:
                     x = self.edges[key](x, training=training)
-                if weights is not None:
-                    x = keras.ops.multiply(weights[j][e], x)
+                if gates is not None and i != j:
+                    gate = gates[j][self.extras[j].index(i)]
+                    x = keras.ops.multiply(gate, x)
                 terms.append(x)
             incoming = None
             for t in terms:

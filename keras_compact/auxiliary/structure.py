@@ -8,10 +8,13 @@ inputs are a list of tap indices. Pure functions over plain lists:
   released auxiliary-module design).
 - `candidate_edges(stages)`: the searchable edges `i -> j`, `i <= j`, with
   tap `i` in the same or the previous resolution stage as node `j`.
-- `top_k_structure(candidates, logits, k)`: keeps the `k` strongest edges of
-  every node.
+- `select_edges(candidates, logits, k, margin)`: the searched structure:
+  every node keeps its own tap, plus at most `k` extra edges whose logits
+  are decided (beyond `margin`, see `noise_level`).
 - `format_structure(...)`: a readable, one-line-per-node description.
 """
+
+import math
 
 import numpy as np
 
@@ -55,43 +58,89 @@ def candidate_edges(stages):
     ]
 
 
-def top_k_structure(candidates, logits, k):
-    """Keeps the `k` edges with the largest logits into every node.
+def extra_candidates(candidates):
+    """The searchable extra edges: every candidate but the node's own tap.
 
-    Ties are broken in favour of the tap closest to the node (so untrained,
-    all-equal logits give the chain structure for `k = 1`).
+    Args:
+        candidates: per node `j`, its candidate tap indices
+            (`candidate_edges`), which contain `j` itself.
+
+    Returns:
+        A list with, for every node `j`, its candidates other than `j`.
+    """
+    return [[i for i in cand if i != j] for j, cand in enumerate(candidates)]
+
+
+def noise_level(learning_rate, steps):
+    """How far Adam moves a logit on zero-mean gradients: `lr * sqrt(steps)`.
+
+    Adam's update is about `learning_rate` per step whatever the gradient's
+    scale, in the direction of its recent sign. On gradients of consistent
+    sign a logit moves about `learning_rate * steps`; on zero-mean noise it
+    random-walks, and after `steps` steps `|logit|` stays below
+    `2 * learning_rate * sqrt(steps)` in 95% of cases and below
+    `2.6 * learning_rate * sqrt(steps)` in 99% (measured by simulation,
+    Adam defaults). `select_edges` compares the logits to a multiple of this
+    level.
+
+    Args:
+        learning_rate: the architecture learning rate.
+        steps: the number of architecture steps taken.
+
+    Returns:
+        The float `learning_rate * sqrt(steps)`.
+    """
+    return float(learning_rate) * math.sqrt(max(int(steps), 0))
+
+
+def select_edges(candidates, logits, k, margin):
+    """The searched structure: own tap, plus the extra edges the search wants.
+
+    Every node keeps its own tap (so every tap has an adaptor and every
+    block before it gets auxiliary gradient). An extra edge `i -> j` (gate
+    `sigmoid(logit)`) is *decided* when `|logit| > margin`; it is kept when
+    its logit is `> margin` and among the `k` largest of its node (ties go
+    to the tap closest to the node). An undecided edge is left out, as in
+    "connect all taps" (so all-zero logits give the chain structure).
 
     Args:
         candidates: per node, its candidate tap indices (`candidate_edges`).
-        logits: per node, one architecture logit per candidate (any
-            sequence of floats of the same lengths).
-        k: number of edges kept per node, an int >= 1 (nodes with fewer
-            candidates keep them all).
+        logits: per node, one architecture logit per extra candidate (in the
+            order of `extra_candidates(candidates)`).
+        k: the most extra edges kept per node, an int >= 1.
+        margin: the decision margin on the logits, a float >= 0.
 
     Returns:
-        A list with, for every node, its kept tap indices, sorted.
+        A tuple `(structure, undecided)`: per node its kept tap indices
+        (sorted, always containing the node's own tap), and the list of the
+        undecided edges as `(i, j)` pairs.
 
     Raises:
-        ValueError: if `k < 1` or the logits do not match the candidates.
+        ValueError: if `k < 1`, `margin < 0` or the logits do not match the
+            candidates.
     """
     if not isinstance(k, (int, np.integer)) or isinstance(k, bool) or k < 1:
         raise ValueError(f"Expected `top_k` to be an int >= 1. Received: {k=}")
+    if not float(margin) >= 0:
+        raise ValueError(f"Expected `margin` >= 0. Received: {margin=}")
     if len(logits) != len(candidates):
         raise ValueError(
             f"Expected one logit list per node ({len(candidates)}). "
             f"Received: {len(logits)}"
         )
-    kept = []
-    for cand, lg in zip(candidates, logits):
+    structure, undecided = [], []
+    for j, (extra, lg) in enumerate(zip(extra_candidates(candidates), logits)):
         lg = [float(v) for v in lg]
-        if len(lg) != len(cand):
+        if len(lg) != len(extra):
             raise ValueError(
-                f"Expected {len(cand)} logits for candidates {cand}. "
-                f"Received: {lg}"
+                f"Expected {len(extra)} logits for the extra candidates "
+                f"{extra} of node {j}. Received: {lg}"
             )
-        order = sorted(range(len(cand)), key=lambda e: (-lg[e], -cand[e]))
-        kept.append(sorted(cand[e] for e in order[:k]))
-    return kept
+        undecided += [(i, j) for i, v in zip(extra, lg) if abs(v) <= margin]
+        order = sorted(range(len(extra)), key=lambda e: (-lg[e], -extra[e]))
+        kept = [extra[e] for e in order[:k] if lg[e] > margin]
+        structure.append(sorted(kept + [j]))
+    return structure, undecided
 
 
 def validate_structure(structure, num_taps):
@@ -126,8 +175,8 @@ def format_structure(head, tap_names, tap_shapes, structure, probs=None):
         tap_names: the name of every tap.
         tap_shapes: the `(H, W, C)` of every tap.
         structure: per node, its input tap indices.
-        probs: optional per node, a dict `{tap index: softmax weight}` to
-            show next to each kept edge.
+        probs: optional per node, a dict `{tap index: weight}` (the search
+            gates of the extra edges) to show next to each kept edge.
 
     Returns:
         A multi-line string.
