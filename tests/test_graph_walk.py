@@ -76,3 +76,58 @@ def test_errors_name_the_argument():
         list(iter_layers(42))
     with pytest.raises(ValueError, match="nope"):
         ModelGraph(_residual()).nodes_of("nope")
+
+
+def _sequential():
+    return keras.Sequential(
+        [
+            keras.Input((8, 8, 1)),
+            keras.layers.Conv2D(4, 3, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.Conv2D(8, 3, strides=2, padding="same"),
+            keras.layers.BatchNormalization(),
+            keras.layers.ReLU(),
+            keras.layers.GlobalAveragePooling2D(),
+            keras.layers.Dense(3),
+        ]
+    )
+
+
+def test_sequential_models_have_a_graph():
+    model = _sequential()
+    graph = ModelGraph(model)
+    assert graph.model is model
+    names = [n.operation.name for n in graph.nodes]
+    assert names[-1] == model.layers[-1].name and len(names) >= 9
+    assert list(iter_layers(model)) == list(model.layers)
+    unbuilt = keras.Sequential([keras.layers.Dense(2)])
+    with pytest.raises(ValueError, match="built Sequential"):
+        ModelGraph(unbuilt)
+
+
+@pytest.mark.parametrize("technique", ["aux", "sparse"])
+def test_techniques_train_and_strip_sequential_models(technique):
+    import keras_compact as kc
+
+    keras.utils.set_random_seed(0)
+    model = _sequential()
+    make = {
+        "aux": lambda: kc.AuxiliaryModule(),
+        "sparse": lambda: kc.SparseTraining(0.5),
+    }[technique]
+    rng = np.random.default_rng(0)
+    x = rng.random((32, 8, 8, 1), dtype=np.float32)
+    y = rng.integers(0, 3, 32)
+    trainer = kc.Trainer(model, [make()])
+    trainer.compile(
+        optimizer="adam",
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    history = trainer.fit(x, y, epochs=2, batch_size=16, verbose=0)
+    assert np.isfinite(history.history["loss"][-1])
+    stripped = trainer.strip()
+    assert stripped is model
+    np.testing.assert_allclose(
+        stripped.predict(x, verbose=0), trainer.predict(x, verbose=0), atol=1e-6
+    )

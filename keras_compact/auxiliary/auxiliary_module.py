@@ -9,7 +9,7 @@ from keras_compact.api_export import keras_compact_export
 from keras_compact.auxiliary import structure as structure_lib
 from keras_compact.auxiliary.booster import AuxiliaryBooster
 from keras_compact.graph.taps import find_taps
-from keras_compact.graph.walk import ModelGraph
+from keras_compact.graph.walk import ModelGraph, as_functional
 from keras_compact.training.technique import Technique
 
 _EXTRAS_KEY = "auxiliary_taps"
@@ -255,7 +255,7 @@ class AuxiliaryModule(Technique):
                 f"Technique {self.name!r} is already attached to a trainer; "
                 "create a new instance (e.g. `fixed()`) for another one."
             )
-        model = trainer.compact_model
+        model = as_functional(trainer.compact_model)  # Sequential too
         graph = ModelGraph(model)
         taps = find_taps(model, None if self.taps == "auto" else self.taps)
         self.heads = list(taps)

@@ -20,8 +20,29 @@ import keras
 
 
 def is_functional(model):
-    """True for functional and Sequential models (models with a call graph)."""
+    """True for functional and built Sequential models (models with a call
+    graph)."""
+    if isinstance(model, keras.Sequential):
+        return bool(model.built and getattr(model, "inputs", None))
     return isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth")
+
+
+def as_functional(model):
+    """`model` itself, or for a built `keras.Sequential` a functional model
+    over the very same layers and variables (its call graph).
+
+    Raises:
+        ValueError: for a Sequential model that is not built.
+    """
+    if isinstance(model, keras.Sequential):
+        if not model.built or not getattr(model, "inputs", None):
+            raise ValueError(
+                "Expected a built Sequential model (give it a `keras.Input` "
+                "or call `build(input_shape)`). Received: "
+                f"model={model.name!r}, built={model.built}"
+            )
+        return keras.Model(model.inputs, model.outputs, name=model.name)
+    return model
 
 
 def check_layer_names(argument, names, known, what):
@@ -76,6 +97,8 @@ def iter_layers(model, include_self=False):
 
 
 def _children(layer):
+    if isinstance(layer, keras.Sequential):
+        return list(layer.layers)
     if is_functional(layer):
         return [
             op for op in layer.operations if isinstance(op, keras.layers.Layer)
@@ -146,22 +169,18 @@ class ModelGraph:
     """
 
     def __init__(self, model):
-        if not is_functional(model):
+        graph_model = as_functional(model)  # a clear error if unbuilt
+        if not is_functional(graph_model):
             raise TypeError(
                 "Expected a functional or Sequential Keras model (one with a "
                 "call graph). Subclassed models have no graph to walk. "
                 f"Received: model={getattr(model, 'name', model)!r} of type "
                 f"{type(model).__name__}"
             )
-        if isinstance(model, keras.Sequential) and not model.built:
-            raise ValueError(
-                "The Sequential model must be built (give it an `Input` or "
-                f"call `build`). Received: model={model.name!r}"
-            )
         self.model = model
         wrapped = {}
-        for depth in sorted(model._nodes_by_depth, reverse=True):
-            for node in model._nodes_by_depth[depth]:
+        for depth in sorted(graph_model._nodes_by_depth, reverse=True):
+            for node in graph_model._nodes_by_depth[depth]:
                 wrapped[id(node)] = GraphNode(node)
         self.nodes = list(wrapped.values())
         self._producer = {}
