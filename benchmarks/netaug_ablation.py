@@ -3,7 +3,9 @@ The student of `netaug_cifar10.py` trained plainly, with NetAug, with
 NetAug augmenting only the width groups, and only the expand groups (same
 data, optimizer and schedule; one seed). Further arms: the head kept at its
 width (`exclude=["head_conv"]`), half the learning rate, and the paper's
-label smoothing 0.1 on both loss terms (each with its own baseline).
+label smoothing 0.1 on both loss terms (each with its own baseline); the
+output guards (`guard_scale`, `guard_tiny`, `guard_none`) and the gradient
+guard (`gradient_guard`, `gradient_guard_no_output_guard`).
 `--epochs 40` asks whether a longer schedule closes the gap. `--cifar-stem`
 trains the same student with CIFAR strides (input reduced 8 times, 32x32 ->
 4x4 at the head, as the paper's 160x160 ImageNet input is reduced to 5x5)
@@ -12,6 +14,8 @@ instead of ImageNet strides (32x32 -> 1x1 from block 14 on); it costs about
 
     python benchmarks/netaug_ablation.py [--epochs 8] [--seed 0]
         [--arms baseline netaug width_only expand_only] [--cifar-stem]
+    python benchmarks/netaug_ablation.py --arms baseline guard_scale \
+        guard_tiny guard_none gradient_guard [--cifar-stem]
         [--name netaug_ablation]
 
 Writes benchmarks/results/<name>.{json,md}.
@@ -28,7 +32,22 @@ from keras_compact.netaug import NetAug
 
 ARMS = {
     "baseline": None,
+    # NetAug's defaults (since issue 13: output_guard="scale", extras drawn
+    # like the tiny channels, sorting only in the width phase); the other
+    # NetAug arms also run on these defaults but for their own settings.
     "netaug": {},
+    # Output guard: classifier input scaled by sqrt(tiny / active) in the
+    # augmented pass; groups feeding the classifier kept tiny; no guard.
+    "guard_scale": {"output_guard": "scale"},
+    "guard_tiny": {"output_guard": "tiny"},
+    "guard_none": {"output_guard": None},
+    # Augmented gradient of shared weights bounded by the tiny gradient,
+    # with the default output guard and without one.
+    "gradient_guard": {"gradient_guard": True},
+    "gradient_guard_no_output_guard": {
+        "output_guard": None,
+        "gradient_guard": True,
+    },
     # Width groups only (expand groups at their tiny width), augmented
     # throughout; expand groups only.
     "width_only": {"expand_multipliers": (1.0,), "stop_width_at": 1.0},
@@ -55,6 +74,7 @@ COLUMNS = [
     "train_acc",
     "step_ms",
     "minus_baseline",
+    "aug_tiny_loss_ratio",
 ]
 
 
@@ -71,9 +91,14 @@ def main():
     )
     p.add_argument("--name", default="netaug_ablation", help="results name")
     args = p.parse_args()
-    splits = data.load_dataset(
-        "cifar10", n_per_class=args.n_per_class, seed=args.seed
-    )
+
+    def fresh_splits():
+        # A new pipeline per arm: every arm sees the same batches.
+        return data.load_dataset(
+            "cifar10", n_per_class=args.n_per_class, seed=args.seed
+        )
+
+    splits = fresh_splits()
 
     def build():
         return models.get_model(
@@ -93,7 +118,7 @@ def main():
             kw["label_smoothing"] = kw.pop("netaug_label_smoothing")
         use = ARMS[arm] is not None and kw.pop("netaug", True)
         t = [NetAug(seed=args.seed, **kw)] if use else None
-        r = _train(build, splits, args.epochs, args.seed, t, **fit_kw)
+        r = _train(build, fresh_splits(), args.epochs, args.seed, t, **fit_kw)
         row = {
             "arm": arm,
             "seed": args.seed,
@@ -101,6 +126,9 @@ def main():
             "test_acc": r.test_accuracy,
             "train_acc": r.history["accuracy"][-1],
             "step_ms": r.median_step_ms,
+            "aug_tiny_loss_ratio": (
+                r.history.get("netaug_loss_ratio") or [None]
+            )[-1],
         }
         base = [x for x in rows if x["arm"] == "baseline"]
         if base:  # against the plain baseline

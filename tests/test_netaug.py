@@ -31,6 +31,13 @@ ARCHITECTURES = {
     "keras_mobilenet_v2": lambda: keras.applications.MobileNetV2(
         input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=10
     ),
+    "keras_mobilenet_v2_logits": lambda: keras.applications.MobileNetV2(
+        input_shape=(32, 32, 3),
+        alpha=0.35,
+        weights=None,
+        classes=10,
+        classifier_activation=None,
+    ),
     "keras_mobilenet_v3_small": lambda: keras.applications.MobileNetV3Small(
         input_shape=(32, 32, 3), weights=None, classes=10, dropout_rate=0.0
     ),
@@ -229,6 +236,9 @@ def test_nothing_to_augment_warns_and_reports():
         ({"seed": 1.5}, "seed=1.5"),
         ({"exclude": "head_conv"}, "exclude='head_conv'"),
         ({"exclude": [3]}, "exclude=\\[3\\]"),
+        ({"output_guard": "big"}, "output_guard='big'"),
+        ({"output_guard": ["scale"]}, "output_guard=\\['scale'\\]"),
+        ({"gradient_guard": "yes"}, "gradient_guard='yes'"),
     ],
 )
 def test_bad_arguments_name_the_argument_and_value(kwargs, match):
@@ -290,11 +300,16 @@ def test_config_round_trip():
         sort_channels=True,
         label_smoothing=0.1,
         exclude=["head_conv"],
+        output_guard="tiny",
+        gradient_guard=True,
         seed=3,
         name="na",
     )
     config = netaug.get_config()
     assert config["exclude"] == ["head_conv"]
+    assert config["output_guard"] == "tiny" and config["gradient_guard"]
+    assert NetAug().get_config()["output_guard"] == "scale"
+    assert NetAug(output_guard=None).get_config()["output_guard"] is None
     assert config["width_multipliers"] == [1.0, 2.0]
     assert NetAug.from_config(config).get_config() == config
 
@@ -350,9 +365,11 @@ def test_every_sub_model_is_the_largest_model_restricted_to_its_channels(
     arch,
 ):
     # Catches any misaligned slice: channel k of a layer's output must be
-    # what its consumers read as channel k, at every sampled width.
+    # what its consumers read as channel k, at every sampled width. (Without
+    # the output guard, whose "scale" depends on the active width by
+    # design: tests/test_netaug_guards.py checks it.)
     model = ARCHITECTURES[arch]()
-    _, netaug = _attach(model)
+    _, netaug = _attach(model, output_guard=None)
     x = _images(model, 8)
     rng = np.random.default_rng(1)
     for _ in range(3):

@@ -13,6 +13,21 @@ segment of a layout come first, in layout order, then the extra channels of
 each segment in the same order. With one segment this is `[tiny, extra]`, and
 in every case `x[..., :tiny]` of an augmented tensor is the tiny model's.
 
+Extra kernel blocks are drawn with the user's layer's own initializer at
+the TINY layer's shape (so with the tiny layer's fans; a wide weight is
+tiled from independent tiny-shaped draws), then rescaled to the empirical
+standard deviation of the tiny kernel: every channel of an augmented layer
+starts from the distribution of its tiny channels, also for a model that is
+already trained. Vector extras (bias, BatchNormalization parameters and
+statistics) use the layer's initializer.
+
+With `gradient_taps`, every trainable tiny weight is read by the augmented
+pass as `stop_gradient(weight) + tap`, where `tap` is a zero variable of
+the same shape: the augmented pass's gradient for the shared weight lands
+on the tap, apart from the tiny pass's, so that `NetAug(gradient_guard=
+True)` can bound it before the two are summed. The value read is exactly the
+weight's.
+
 These layers are training-only parts built by `NetAug`; they are not part of
 the public API and are never saved on their own (their extra weights are
 saved with the `NetAug` technique that tracks them).
@@ -85,6 +100,9 @@ class _Slot:
         self.extras = extras
         self.in_segs = in_segs
         self.out_segs = out_segs
+        # A zero variable through which the augmented pass's gradient for
+        # the tiny weight flows (`gradient_taps`), or None.
+        self.tap = None
 
     def variables(self):
         return [self.get_tiny()] + [e for e in self.extras if e is not None]
@@ -125,6 +143,40 @@ class _Slot:
         return parts
 
 
+def _seeded_copies(initializer, rng):
+    """A function returning independent draws of `initializer`: a fresh
+    copy with a new seed for each call when the initializer is seeded (a
+    Keras random initializer with a fixed seed repeats its draws)."""
+    config = None
+    if isinstance(initializer, keras.initializers.Initializer):
+        try:
+            config = initializer.get_config()
+        except NotImplementedError:
+            config = None
+    if not config or "seed" not in config:
+        return initializer
+
+    def draw(shape, dtype=None):
+        seed = int(rng.integers(0, 2**31 - 1))
+        fresh = type(initializer).from_config({**config, "seed": seed})
+        return fresh(shape, dtype=dtype)
+
+    return draw
+
+
+def tiled_draw(initializer, tile_shape, full_shape, dtype, rng):
+    """A `full_shape` array of independent `tile_shape` draws of
+    `initializer` (numpy), so that every block has the distribution the
+    initializer gives a weight of `tile_shape` (its fans)."""
+    draw = _seeded_copies(initializer, rng)
+    reps = [-(-f // t) for f, t in zip(full_shape, tile_shape)]
+    tiles = np.empty(reps, dtype=object)
+    for index in np.ndindex(*reps):
+        tiles[index] = np.asarray(draw(tuple(tile_shape), dtype=dtype))
+    full = np.block(tiles.tolist()) if tiles.size > 1 else tiles.flat[0]
+    return full[tuple(slice(0, f) for f in full_shape)]
+
+
 class ElasticLayer(keras.layers.Layer):
     """Base class: a wider twin of `layer` that shares its weights.
 
@@ -135,6 +187,10 @@ class ElasticLayer(keras.layers.Layer):
             create channels) or None (they are the input's).
         track_extra_statistics: whether BatchNormalization keeps moving
             statistics of its extra channels (needed by channel sorting).
+        gradient_taps: whether the augmented pass reads each trainable tiny
+            weight through a zero tap variable (see the module docstring).
+        rng: a `numpy.random.Generator` that seeds the extra weights'
+            initial draws (None: a fresh unseeded one).
     """
 
     def __init__(
@@ -143,6 +199,8 @@ class ElasticLayer(keras.layers.Layer):
         in_segments,
         out_segments=None,
         track_extra_statistics=False,
+        gradient_taps=False,
+        rng=None,
         **kwargs,
     ):
         kwargs.setdefault("name", f"{layer.name}_netaug")
@@ -154,6 +212,8 @@ class ElasticLayer(keras.layers.Layer):
             None if out_segments is None else tuple(out_segments)
         )
         self.track_extra_statistics = bool(track_extra_statistics)
+        self.gradient_taps = bool(gradient_taps)
+        self._rng = _Ref(np.random.default_rng() if rng is None else rng)
         self.slots = []
         self._create_extras()
         self.built = True
@@ -163,17 +223,46 @@ class ElasticLayer(keras.layers.Layer):
         return self._ref.layer
 
     # -- weight helpers ------------------------------------------------
-    def _full_init(self, initializer, full_shape, block):
-        """An initializer for one extra block: draws the whole largest
-        weight with the layer's own initializer (so fan-in and fan-out are
-        those of the wide layer) and keeps the block."""
+    def _kernel_init(self, initializer, tiny, full_shape, block):
+        """An initializer for one extra kernel block: tiled tiny-shaped
+        draws of the layer's own initializer, rescaled to the empirical
+        standard deviation of the tiny kernel, then the block."""
         initializer = keras.initializers.get(initializer)
+        rng = self._rng.layer
 
         def init(shape, dtype=None):
-            full = initializer(full_shape, dtype=dtype)
-            return full[block]
+            full = tiled_draw(
+                initializer, tuple(tiny.shape), full_shape, dtype, rng
+            )
+            target = float(np.std(np.asarray(tiny.numpy(), "float64")))
+            drawn = float(np.std(full.astype("float64")))
+            if target > 0 and drawn > 0:
+                full = full * (target / drawn)
+            return full[block].astype(full.dtype)
 
         return init
+
+    def _add_tap(self, slot, name):
+        tiny = slot.get_tiny()
+        if self.gradient_taps and tiny.trainable:
+            slot.tap = self.add_weight(
+                name=f"{name}_tap",
+                shape=tuple(tiny.shape),
+                initializer="zeros",
+                dtype=tiny.dtype,
+            )
+
+    def _read(self, slot):
+        """The tiny weight as the augmented pass reads it (through its tap,
+        with `gradient_taps`: the same value)."""
+        tiny = slot.get_tiny()
+        if slot.tap is None:
+            return tiny
+        return ops.add(ops.stop_gradient(tiny), slot.tap)
+
+    def taps(self):
+        """`[(tiny variable, tap variable)]` of this layer's slots."""
+        return [(s.get_tiny(), s.tap) for s in self.slots if s.tap is not None]
 
     def _vector_slot(self, name, get_tiny, initializer, trainable=True):
         tiny = get_tiny()
@@ -190,6 +279,7 @@ class ElasticLayer(keras.layers.Layer):
                 dtype=tiny.dtype,
             )
         slot = _Slot(name, "vector", get_tiny, [var], self.in_segments)
+        self._add_tap(slot, name)
         self.slots.append(slot)
         return slot
 
@@ -206,8 +296,9 @@ class ElasticLayer(keras.layers.Layer):
             cols = self.add_weight(
                 name=f"{name}_extra_cols",
                 shape=lead + (t_in, e_out),
-                initializer=self._full_init(
+                initializer=self._kernel_init(
                     initializer,
+                    tiny,
                     full,
                     pre + (slice(0, t_in), slice(t_out, None)),
                 ),
@@ -217,8 +308,11 @@ class ElasticLayer(keras.layers.Layer):
             rows = self.add_weight(
                 name=f"{name}_extra_rows",
                 shape=lead + (e_in, t_out + e_out),
-                initializer=self._full_init(
-                    initializer, full, pre + (slice(t_in, None), slice(None))
+                initializer=self._kernel_init(
+                    initializer,
+                    tiny,
+                    full,
+                    pre + (slice(t_in, None), slice(None)),
                 ),
                 dtype=tiny.dtype,
             )
@@ -230,6 +324,7 @@ class ElasticLayer(keras.layers.Layer):
             self.in_segments,
             out_segments,
         )
+        self._add_tap(slot, name)
         self.slots.append(slot)
         return slot
 
@@ -242,7 +337,7 @@ class ElasticLayer(keras.layers.Layer):
         return widths[seg.widx] - seg.size
 
     def _active_vector(self, slot, widths):
-        tiny = slot.get_tiny()
+        tiny = self._read(slot)
         var = slot.extras[0]
         if var is None:
             return tiny
@@ -254,7 +349,7 @@ class ElasticLayer(keras.layers.Layer):
         return ops.concatenate(parts, axis=0)
 
     def _active_kernel(self, slot, widths):
-        tiny = slot.get_tiny()
+        tiny = self._read(slot)
         cols, rows = slot.extras
         t_out = tiny.shape[-1]
         n_out = self._n(widths, slot.out_segs[0]) if slot.out_segs else 0
@@ -280,7 +375,40 @@ class ElasticLayer(keras.layers.Layer):
 
 class ElasticKernel(ElasticLayer):
     """Twin of `Conv1D`, `Conv2D` or `Dense`: input rows and output columns
-    of the kernel grow with their groups."""
+    of the kernel grow with their groups.
+
+    Attributes (set by `Supernet`):
+        input_scale: multiply the input by `sqrt(tiny_in / active_in)`
+            (NetAug's `output_guard="scale"` on a layer that produces a
+            model output): exactly 1 at the tiny width.
+        skip_activation: return the pre-activation output (the logits of
+            a layer with a softmax activation).
+    """
+
+    input_scale = False
+    skip_activation = False
+
+    def _scaled(self, inputs, widths):
+        if not self.input_scale:
+            return inputs
+        tiny = _tiny(self.in_segments)
+        active = tiny
+        for seg in self.in_segments:
+            if seg.widx is not None and seg.extra:
+                active = active + self._n(widths, seg)
+        if isinstance(active, int):
+            return inputs
+        dtype = inputs.dtype
+        ratio = ops.divide(
+            ops.cast(tiny, "float32"), ops.cast(active, "float32")
+        )
+        return ops.multiply(inputs, ops.cast(ops.sqrt(ratio), dtype))
+
+    def _activate(self, outputs):
+        activation = self.layer.activation
+        if activation is None or self.skip_activation:
+            return outputs
+        return activation(outputs)
 
     def _create_extras(self):
         layer = self.layer
@@ -306,6 +434,7 @@ class ElasticKernel(ElasticLayer):
 
     def call(self, inputs, widths, training=None, mask=None):
         layer = self.layer
+        inputs = self._scaled(inputs, widths)
         kernel = self._active_kernel(self.kernel_slot, widths)
         if isinstance(layer, keras.layers.Dense):
             outputs = ops.matmul(inputs, kernel)
@@ -322,9 +451,7 @@ class ElasticKernel(ElasticLayer):
             outputs = ops.add(
                 outputs, self._active_vector(self.bias_slot, widths)
             )
-        if layer.activation is not None:
-            outputs = layer.activation(outputs)
-        return outputs
+        return self._activate(outputs)
 
 
 class ElasticDepthwise(ElasticLayer):
@@ -396,6 +523,7 @@ class ElasticSeparable(ElasticDepthwise, ElasticKernel):
 
     def call(self, inputs, widths, training=None, mask=None):
         layer = self.layer
+        inputs = self._scaled(inputs, widths)
         x = self._depthwise(inputs, widths, layer, self.depthwise_slot)
         kernel = self._active_kernel(self.pointwise_slot, widths)
         outputs = ops.conv(
@@ -409,9 +537,7 @@ class ElasticSeparable(ElasticDepthwise, ElasticKernel):
             outputs = ops.add(
                 outputs, self._active_vector(self.bias_slot, widths)
             )
-        if layer.activation is not None:
-            outputs = layer.activation(outputs)
-        return outputs
+        return self._activate(outputs)
 
 
 class BatchStatisticsNorm(keras.layers.Layer):
@@ -422,12 +548,34 @@ class BatchStatisticsNorm(keras.layers.Layer):
     the tiny model's wherever extra channels feed them); in inference it is
     the user's layer."""
 
-    def __init__(self, layer, **kwargs):
+    def __init__(self, layer, gradient_taps=False, **kwargs):
         kwargs.setdefault("name", f"{layer.name}_netaug")
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(**kwargs)
         self._ref = _Ref(layer)
+        self._taps = {}
+        for attr in ("gamma", "beta"):
+            var = getattr(layer, attr, None)
+            if gradient_taps and var is not None and var.trainable:
+                self._taps[attr] = self.add_weight(
+                    name=f"{attr}_tap",
+                    shape=tuple(var.shape),
+                    initializer="zeros",
+                    dtype=var.dtype,
+                )
         self.built = True
+
+    def taps(self):
+        """`[(tiny variable, tap variable)]` (see `ElasticLayer`)."""
+        layer = self._ref.layer
+        return [(getattr(layer, a), t) for a, t in self._taps.items()]
+
+    def _read(self, attr):
+        var = getattr(self._ref.layer, attr)
+        tap = self._taps.get(attr)
+        if var is None or tap is None:
+            return var
+        return ops.add(ops.stop_gradient(var), tap)
 
     def call(self, inputs, training=None, mask=None):
         layer = self._ref.layer
@@ -440,7 +588,7 @@ class BatchStatisticsNorm(keras.layers.Layer):
         axis = layer.axis % rank
         reduce = [i for i in range(rank) if i != axis]
         mean, variance = ops.moments(x, axes=reduce)
-        beta, gamma = layer.beta, layer.gamma
+        beta, gamma = self._read("beta"), self._read("gamma")
         outputs = ops.batch_normalization(
             x,
             mean,

@@ -1,5 +1,6 @@
 """`NetAug`: network augmentation (Cai et al., ICLR 2022) as a `Technique`."""
 
+import math
 import numbers
 import warnings
 
@@ -10,7 +11,7 @@ from keras import ops
 from keras_compact.api_export import keras_compact_export
 from keras_compact.graph.walk import is_functional
 from keras_compact.netaug import sorting
-from keras_compact.netaug.supernet import Supernet
+from keras_compact.netaug.supernet import OUTPUT_GUARDS, Supernet
 from keras_compact.training.technique import Technique
 
 
@@ -30,6 +31,11 @@ def _multipliers(value, name):
             f"includes 1.0 (the tiny width). Received: {name}={value!r}"
         )
     return tuple(sorted(set(values)))
+
+
+#: Augmented / compact loss ratio above which (with the augmented loss above
+#: ln(num_classes)) the augmented pass is reported as unstable.
+_UNSTABLE_RATIO = 1.25
 
 
 @keras_compact_export
@@ -54,7 +60,47 @@ class NetAug(Technique):
     project 1x1) is an *expand* group. Each group draws its multiplier
     independently and uniformly every step. Groups that touch the model's
     inputs or outputs or a layer that cannot be widened keep their width and
-    are listed by `report()`.
+    are listed by `report()`. Functional and (built) Sequential models are
+    accepted.
+
+    Output guard. The widened channels feeding the output layer (the
+    classifier) make the augmented logits grow with the sampled width:
+    over a 1x1 head every extra channel is one BN-standardised activation,
+    and nothing in the released code prevents the blow-up (max |logit| 80
+    vs 12 for the tiny model, `benchmarks/results/netaug_logits.md`).
+    `output_guard="scale"` (the default) multiplies the input of every
+    output kernel (a kernel layer whose output reaches a model output with
+    no other kernel in between) by `sqrt(tiny_in / active_in)` in the
+    augmented pass: exactly 1 at the tiny width, so the tiny path and the
+    shipped model are untouched. `"tiny"` keeps the channel groups that
+    feed an output kernel at their tiny width (listed by `report()`); None
+    applies no guard (the released code's behaviour).
+
+    Softmax outputs (a last layer that applies softmax) are scored on their
+    logits: the augmented model also exposes its outputs before the softmax,
+    and a compiled (sparse) categorical cross-entropy on probabilities is
+    applied as the same loss `from_logits=True` to them.
+
+    Extra channels start from the distribution of the tiny channels of the
+    same layer: each extra kernel block is drawn with the layer's own
+    initializer at the tiny layer's shape (its fans, not the wide layer's)
+    and rescaled to the empirical standard deviation of the tiny kernel
+    (which also covers an already-trained model).
+
+    Gradient guard (`gradient_guard=True`, off by default, experimental):
+    for every weight shared with the compact model, the step uses
+    `g_tiny + min(1, |g_tiny| / |g_aug|) * g_aug` (norms per variable,
+    `g_aug` with `alpha`), so the augmented gradient never outweighs the
+    tiny one. The augmented pass reads the shared weights through zero
+    "tap" variables that receive its gradient separately (one extra copy of
+    the compact model's trainable weights and of their optimizer slots).
+
+    Monitoring: the fit history has `netaug_aug_loss` (the unweighted
+    augmented loss, epoch mean), `netaug_loss_ratio` (it over `task_loss`)
+    and `netaug_loss` (`alpha` times it, the term added to the loss). One
+    warning is issued when, after the first epoch (or 1/30 of the epochs),
+    the augmented loss is above ln(num_classes) and 1.25 times the compact
+    model's loss, naming the widened groups the output layers read.
 
     The tiny weights ARE the compact model's variables: the augmented layers
     read them as the first block of each weight and own only the extra
@@ -84,7 +130,8 @@ class NetAug(Technique):
     `stop_width_at` of the epochs (the expand groups stay augmented), as in
     the released code (width for 80 of 155 epochs).
 
-    Channel sorting (`sort_channels=True`): at the start of every epoch, the
+    Channel sorting (`sort_channels=True`): at the start of every epoch of
+    the width phase (before `stop_width_at`, as in the released code), the
     channels of every expand group are ordered by importance (sum of |W| of
     the projection conv over its output and spatial axes, over the largest
     augmented model), and every weight along them (and the optimizer's slot
@@ -108,8 +155,11 @@ class NetAug(Technique):
     `netaug_logits.md`);
     `exclude=["head_conv"]` cuts the loss to -0.9 and -5.1 and expand-only
     augmentation (`width_multipliers=(1.0,)`) gives +0.7 and -2.2. A
-    6k-parameter CNN on Fashion-MNIST gains +3.1. Compare with a plain run
-    on your own model and budget before relying on it.
+    6k-parameter CNN on Fashion-MNIST gains +3.1. These figures predate the
+    output guard and the tiny-distribution initialisation of the extra
+    channels (no guard, extras drawn over the wide shape, sorting every
+    epoch). Compare with a plain run on your own model and budget before
+    relying on it.
 
     Args:
         width_multipliers: multipliers (>= 1, including 1.0) of the width
@@ -124,7 +174,9 @@ class NetAug(Technique):
             labels). For the paper's setting (0.1 on both terms) also compile
             the trainer with a label-smoothed loss.
         from_logits: whether the model outputs logits (only used with
-            `label_smoothing`). Defaults to True (the zoo's models).
+            `label_smoothing`, for outputs not detected as softmax ones,
+            which are always scored on their logits). Defaults to True
+            (the zoo's models).
         stop_width_at: fraction of the epochs of `fit` (its `epochs`
             argument, so `initial_epoch` resumes correctly) after which
             only the expand groups are augmented, in (0, 1]; 1.0 never
@@ -132,13 +184,20 @@ class NetAug(Technique):
             "auto", is 0.5 for models with expand groups and 1.0 otherwise
             (stopping would leave nothing to augment).
         sort_channels: whether to sort the expand groups' channels by
-            importance at every epoch start. Defaults to False.
+            importance at every epoch start of the width phase. Defaults
+            to False.
         exclude: names of layers whose output channels (and every channel
             tied to them) keep their tiny width, e.g. `["head_conv"]` for
             the zoo MobileNetV2's 1280-channel head (see the
             measurements above). Checked against the model when the
             technique is attached. Defaults to none.
-        seed: seed of the width sampler (int or None).
+        output_guard: `"scale"` (default), `"tiny"` or None: how the
+            augmented logits are kept at the tiny model's scale (see
+            above).
+        gradient_guard: whether to bound each shared weight's augmented
+            gradient by its tiny gradient (see above). Defaults to False.
+        seed: seed of the width sampler and of the extra channels'
+            initial draws (int or None).
         **kwargs: `Technique` (layer) arguments such as `name`.
 
     Raises:
@@ -177,6 +236,8 @@ class NetAug(Technique):
         stop_width_at="auto",
         sort_channels=False,
         exclude=None,
+        output_guard="scale",
+        gradient_guard=False,
         seed=None,
         **kwargs,
     ):
@@ -229,6 +290,19 @@ class NetAug(Technique):
                 "Expected `exclude` to be a list of layer names. "
                 f"Received: exclude={exclude!r}"
             )
+        if (
+            not (isinstance(output_guard, str) or output_guard is None)
+            or output_guard not in OUTPUT_GUARDS
+        ):
+            raise ValueError(
+                f"Expected `output_guard` to be one of {OUTPUT_GUARDS}. "
+                f"Received: output_guard={output_guard!r}"
+            )
+        if not isinstance(gradient_guard, bool):
+            raise ValueError(
+                "Expected `gradient_guard` to be a bool. "
+                f"Received: gradient_guard={gradient_guard!r}"
+            )
         if seed is not None and (
             isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
         ):
@@ -245,6 +319,8 @@ class NetAug(Technique):
         )
         self.sort_channels = sort_channels
         self.exclude = tuple(exclude)
+        self.output_guard = output_guard
+        self.gradient_guard = gradient_guard
         self.seed = seed
         self.seed_generator = keras.random.SeedGenerator(seed)
         self.width_enabled = self.add_weight(
@@ -255,18 +331,23 @@ class NetAug(Technique):
             trainable=False,
         )
         self._supernet = None
+        # Held untracked: logged by `_Monitor` into the epoch logs, not as
+        # Keras metrics (which would also appear, as zeros, in `val_` logs).
+        self._monitor = None
+        self._warned = False
+        self._loss_fns = None
 
     # ------------------------------------------------------------------
     # Technique hooks
     # ------------------------------------------------------------------
     def attach(self, trainer):
         model = trainer.compact_model
-        if not is_functional(model):
+        if not (is_functional(model) or isinstance(model, keras.Sequential)):
             raise ValueError(
                 "NetAug builds its augmented model from the compact model's "
-                "call graph, so the model must be functional or Sequential. "
-                f"Received: model={model.name!r} of type "
-                f"{type(model).__name__}"
+                "call graph, so the model must be functional or Sequential "
+                "(a subclassed model has no graph to walk). Received: "
+                f"model={model.name!r} of type {type(model).__name__}"
             )
         if self._supernet is not None:
             raise ValueError(
@@ -279,10 +360,16 @@ class NetAug(Technique):
             self.expand_multipliers,
             track_extra_statistics=self.sort_channels,
             exclude=self.exclude,
+            output_guard=self.output_guard,
+            gradient_taps=self.gradient_guard,
+            seed=self.seed,
         )
         self._supernet = net
+        self._monitor = _Trackers()
         # Tracked: their extra weights are trained, saved and restored.
         self.elastic_layers = list(net.elastic_layers)
+        self.statistics_norms = list(net._batch_norms.values())
+        self._taps = net.taps()
         groups = net.augmented
         k = self._max_choices()
         self._choices = np.array(
@@ -314,7 +401,7 @@ class NetAug(Technique):
             )
 
     def callbacks(self, trainer):
-        cbs = []
+        cbs = [_Monitor(self)]
         if self.effective_stop_width_at < 1.0:
             cbs.append(_WidthSchedule(self))
         else:
@@ -327,12 +414,78 @@ class NetAug(Technique):
         if not self._supernet.num_groups:
             return {"netaug_loss": ops.zeros((), dtype="float32")}
         widths = self.sample_widths()
-        y_aug = self._supernet(x, widths, training=True)
-        if self.label_smoothing is None:
-            loss = trainer.task_loss(y, y_aug, sample_weight)
-        else:
-            loss = self._smoothed_loss(y, y_aug, sample_weight)
+        loss = self.augmented_loss(trainer, x, y, widths, sample_weight)
+        self._monitor.aug_loss.update_state(loss)
         return {"netaug_loss": ops.multiply(self.alpha, loss)}
+
+    def augmented_loss(self, trainer, x, y, widths, sample_weight=None):
+        """The (unweighted) loss of the augmented sub-model of `widths`.
+
+        Outputs that the model passes through a softmax are scored on
+        their logits: with `label_smoothing`, or when the compiled loss is
+        a Keras (sparse) categorical cross-entropy on probabilities (then
+        the same loss with `from_logits=True`); any other compiled loss
+        gets the probabilities, as the compact model's output.
+        """
+        net = self._supernet
+        softmax = any(net.softmax_outputs)
+        if self.label_smoothing is not None:
+            y_aug = net(x, widths, training=True, logits=softmax)
+            return self._smoothed_loss(
+                y, y_aug, sample_weight, self.from_logits or softmax
+            )
+        logits_loss = self._logits_loss(trainer) if softmax else None
+        if logits_loss is not None:
+            y_aug = net(x, widths, training=True, logits=True)
+            return logits_loss(y, y_aug, sample_weight=sample_weight)
+        y_aug = net(x, widths, training=True)
+        return trainer.task_loss(y, y_aug, sample_weight)
+
+    def _logits_loss(self, trainer):
+        """The compiled loss as a loss on logits, for a single softmax
+        output compiled with a Keras (sparse) categorical cross-entropy
+        and no loss weights; else None."""
+        loss = getattr(trainer, "loss", None)
+        key = id(loss)
+        if self._loss_fns is not None and self._loss_fns[0] == key:
+            return self._loss_fns[1]
+        fn = None
+        single = len(self._supernet.softmax_outputs) == 1
+        weights = getattr(trainer, "loss_weights", None)
+        if single and weights is None:
+            fn = _logits_cross_entropy(loss)
+        self._loss_fns = (key, fn)
+        return fn
+
+    def transform_gradients(self, trainer, grads, variables):
+        """With `gradient_guard`, the shared weights' gradient becomes
+        `g_tiny + min(1, |g_tiny| / |g_aug|) * g_aug` (norms per variable;
+        `g_aug` includes `alpha`), read from the taps, whose own gradient
+        is then zeroed."""
+        if not self._taps:
+            return grads
+        grads = list(grads)
+        index = {id(v): i for i, v in enumerate(variables)}
+        for var, tap in self._taps:
+            i, j = index.get(id(var)), index.get(id(tap))
+            if j is None or grads[j] is None:
+                continue
+            g_aug = ops.convert_to_tensor(grads[j])
+            grads[j] = ops.zeros_like(g_aug)
+            if i is None:
+                continue
+            g_tiny = grads[i]
+            if g_tiny is None:
+                g_tiny = ops.zeros_like(g_aug)
+            g_tiny = ops.convert_to_tensor(g_tiny)
+            n_tiny = ops.sqrt(ops.sum(ops.square(g_tiny)))
+            n_aug = ops.sqrt(ops.sum(ops.square(g_aug)))
+            factor = ops.minimum(
+                ops.ones_like(n_aug),
+                ops.divide(n_tiny, ops.maximum(n_aug, 1e-12)),
+            )
+            grads[i] = ops.add(g_tiny, ops.multiply(factor, g_aug))
+        return grads
 
     def strip(self, trainer, model):
         # The compact model was never modified: the augmented model only
@@ -431,6 +584,37 @@ class NetAug(Technique):
                 f"  {g.kind:6s} {g.size:5d} -> {c}  "
                 f"({', '.join(g.layers[:3])}{more})"
             )
+        if net.scaled_outputs:
+            lines.append(
+                "Output guard 'scale': the input of "
+                f"{', '.join(net.scaled_outputs)} is scaled by "
+                "sqrt(tiny / active channels) in the augmented pass."
+            )
+        if net.guarded:
+            lines.append(
+                "Kept at the tiny width by output_guard='tiny' (they feed "
+                "an output layer):"
+            )
+        for gi, name in net.guarded:
+            g = net.channel_groups.groups[gi]
+            lines.append(
+                f"  {g.size:5d} ch of {', '.join(g.layers[:3])} "
+                f"(read by {name!r})"
+            )
+        if any(net.softmax_outputs):
+            lines.append(
+                "Softmax output: the augmented loss is computed on logits."
+            )
+        if self.gradient_guard:
+            lines.append(
+                f"Gradient guard on {len(self._taps)} shared variables"
+                + (
+                    f"; {len(net.untapped())} read by reused layers are "
+                    "not guarded."
+                    if net.untapped()
+                    else "."
+                )
+            )
         if net.excluded:
             lines.append("Excluded (kept at the tiny width by `exclude`):")
         for gi, name in net.excluded:
@@ -448,7 +632,7 @@ class NetAug(Technique):
                     f"  {g.size:5d} ch of {', '.join(g.layers[:3])}: "
                     f"{'; '.join(reasons)}"
                 )
-        elif not net.excluded:
+        elif not net.excluded and not net.guarded:
             lines.append(
                 "Every channel group is augmented except the model's inputs "
                 "and outputs."
@@ -456,7 +640,66 @@ class NetAug(Technique):
         return "\n".join(lines)
 
     # ------------------------------------------------------------------
-    def _smoothed_loss(self, y, y_aug, sample_weight):
+    # Monitoring
+    # ------------------------------------------------------------------
+    def _num_classes(self):
+        outputs = self._supernet.channel_groups.graph.outputs
+        if len(outputs) != 1 or len(outputs[0].shape) < 2:
+            return None
+        return outputs[0].shape[-1]
+
+    def widened_output_inputs(self):
+        """`{output layer name: [first layer of each augmented group of its
+        input]}`: the widened channels the output layers read."""
+        net = self._supernet
+        cg = net.channel_groups
+        out = {}
+        for node in net.output_kernels:
+            names = [
+                cg.groups[gi].layers[0]
+                for gi in cg.layout(node.inputs[0])
+                if gi in net.plan
+            ]
+            if names:
+                out[node.name] = names
+        return out
+
+    def _check_stability(self, epoch, epochs, aug, task):
+        """Warns once when, after the warm-up (the first epoch, or the
+        first 1/30 of the epochs), the epoch's augmented loss is above
+        ln(num_classes), the loss of a uniform guess, and more than 1.25
+        times the compact model's (so a task the compact model does not
+        learn either is not blamed on NetAug)."""
+        classes = self._num_classes()
+        if self._warned or epoch < max(1, epochs // 30) or not classes:
+            return
+        if classes < 2 or not aug > math.log(classes):
+            return
+        if task is not None and not aug > _UNSTABLE_RATIO * float(task):
+            return
+        self._warned = True
+        widened = self.widened_output_inputs()
+        where = (
+            "; ".join(f"{k} reads {', '.join(v)}" for k, v in widened.items())
+            or "none is widened"
+        )
+        task = "?" if task is None else f"{float(task):.3g}"
+        warnings.warn(
+            f"NetAug ({self.name!r}): after warm-up (epoch {epoch + 1}) the "
+            f"augmented sub-models' mean loss {aug:.3g} is above "
+            f"ln({classes}) = {math.log(classes):.3g}, the loss of a "
+            f"uniform guess (compact model: {task}). The augmented pass is "
+            "likely unstable: its logits grow with the width of the "
+            f"channels feeding the output layers (widened groups: {where}), "
+            "typically a head conv over a 1x1 feature map, and its large "
+            "gradient disturbs the shared weights. Try output_guard="
+            f"'scale' (now {self.output_guard!r}) or 'tiny', `exclude`, "
+            "gradient_guard=True, or a smaller `alpha` or learning rate.",
+            stacklevel=2,
+        )
+
+    # ------------------------------------------------------------------
+    def _smoothed_loss(self, y, y_aug, sample_weight, from_logits):
         y = ops.convert_to_tensor(y)
         classes = y_aug.shape[-1]
         if len(y.shape) == len(y_aug.shape) and y.shape[-1] == classes:
@@ -470,7 +713,7 @@ class NetAug(Technique):
         per_example = keras.losses.categorical_crossentropy(
             target,
             y_aug,
-            from_logits=self.from_logits,
+            from_logits=from_logits,
             label_smoothing=self.label_smoothing,
         )
         if sample_weight is not None:
@@ -489,6 +732,8 @@ class NetAug(Technique):
             "stop_width_at": self.stop_width_at,
             "sort_channels": self.sort_channels,
             "exclude": list(self.exclude),
+            "output_guard": self.output_guard,
+            "gradient_guard": self.gradient_guard,
             "seed": self.seed,
         }
 
@@ -507,14 +752,75 @@ class _WidthSchedule(keras.callbacks.Callback):
 
 
 class _ChannelSorting(keras.callbacks.Callback):
-    """Sorts the expand groups' channels by importance at every epoch
-    start."""
+    """Sorts the expand groups' channels by importance at the start of
+    every epoch of the width phase (after `_WidthSchedule` has set it), as
+    the released code does."""
+
+    def __init__(self, netaug):
+        super().__init__()
+        self.netaug = netaug
+        self.sorted_epochs = []
+
+    def on_epoch_begin(self, epoch, logs=None):
+        if not int(self.netaug.width_enabled.numpy()):
+            return
+        self.sorted_epochs.append(epoch)
+        sorting.sort_expand_channels(
+            self.netaug.supernet, getattr(self.model, "optimizer", None)
+        )
+
+
+class _Trackers:
+    """The monitoring means (a plain object: Keras does not track them)."""
+
+    def __init__(self):
+        self.aug_loss = keras.metrics.Mean(name="netaug_aug_loss")
+
+
+class _Monitor(keras.callbacks.Callback):
+    """Adds `netaug_aug_loss` (the unweighted augmented loss, mean over the
+    epoch) and `netaug_loss_ratio` (it over `task_loss`) to the epoch logs,
+    and warns once when the augmented loss stays above chance level."""
 
     def __init__(self, netaug):
         super().__init__()
         self.netaug = netaug
 
     def on_epoch_begin(self, epoch, logs=None):
-        sorting.sort_expand_channels(
-            self.netaug.supernet, getattr(self.model, "optimizer", None)
-        )
+        self.netaug._monitor.aug_loss.reset_state()
+
+    def on_epoch_end(self, epoch, logs=None):
+        if logs is None or not self.netaug.supernet.num_groups:
+            return
+        aug = float(self.netaug._monitor.aug_loss.result())
+        logs["netaug_aug_loss"] = aug
+        task = logs.get("task_loss")
+        if task:
+            logs["netaug_loss_ratio"] = aug / float(task)
+        epochs = (self.params or {}).get("epochs") or 1
+        self.netaug._check_stability(epoch, epochs, aug, task)
+
+
+_CROSS_ENTROPIES = {
+    keras.losses.sparse_categorical_crossentropy: (
+        keras.losses.SparseCategoricalCrossentropy
+    ),
+    keras.losses.categorical_crossentropy: keras.losses.CategoricalCrossentropy,
+}
+
+
+def _logits_cross_entropy(loss):
+    """`loss` (a compiled loss argument) as the same cross-entropy on
+    logits, or None if it is not a Keras (sparse) categorical
+    cross-entropy."""
+    if isinstance(loss, str):
+        try:
+            loss = keras.losses.get(loss)
+        except ValueError:
+            return None
+    if callable(loss) and loss in _CROSS_ENTROPIES:
+        return _CROSS_ENTROPIES[loss](from_logits=True)
+    for cls in _CROSS_ENTROPIES.values():
+        if type(loss) is cls:
+            return cls.from_config({**loss.get_config(), "from_logits": True})
+    return None

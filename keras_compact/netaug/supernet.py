@@ -7,6 +7,21 @@ group (sharing the user's weights) and replays the model's graph
 (`ModelGraph.rebuild`) into a functional `keras.Model` that takes the
 model's inputs plus an int32 vector `widths` (one active width per augmented
 group) and returns the augmented sub-model's outputs.
+
+A `keras.Sequential` model is walked through an equivalent functional model
+over the same layers (same variables).
+
+Output guard: the kernel layers whose output reaches a model output without
+another kernel in between (the classifier) are the *output kernels*.
+`output_guard="scale"` multiplies an output kernel's input by
+`sqrt(tiny_in / active_in)` in the augmented pass (1 at the tiny width, so
+the tiny path is exact); `output_guard="tiny"` keeps the channel groups
+feeding the output kernels at their tiny width.
+
+Softmax outputs: an output produced by a `Softmax` layer, a softmax
+`Activation` or a kernel layer with a softmax activation is also available
+before the softmax (`logits_model`), so that NetAug scores the augmented
+model on logits, not on (clipped) probabilities.
 """
 
 import math
@@ -19,10 +34,31 @@ from keras_compact.graph.channels import (
     KERNEL_LAYERS,
     ChannelGroups,
 )
-from keras_compact.graph.walk import check_layer_names
+from keras_compact.graph.outputs import is_softmax
+from keras_compact.graph.walk import as_functional, check_layer_names
 from keras_compact.netaug import elastic
 
 L = keras.layers
+
+
+OUTPUT_GUARDS = ("scale", "tiny", None)
+
+
+def _twinnable(op):
+    """Whether an elastic twin computes exactly what the layer computes
+    (checked before making a twin of a layer that is not augmented)."""
+    kind = type(op)
+    if kind not in KERNEL_LAYERS + DEPTHWISE_LAYERS:
+        return False
+    if getattr(op, "data_format", "channels_last") != "channels_last":
+        return False
+    if getattr(op, "groups", 1) != 1 or getattr(op, "depth_multiplier", 1) != 1:
+        return False
+    if getattr(op, "padding", "valid") not in ("valid", "same"):
+        return False
+    if getattr(op, "quantization_mode", None):
+        return False
+    return not getattr(op, "lora_enabled", False)
 
 
 def widths_for(size, multipliers):
@@ -43,6 +79,13 @@ class Supernet:
         exclude: names of layers whose output channels keep their tiny
             width (with every channel tied to them). Each must be a layer
             of `model`.
+        output_guard: `"scale"`, `"tiny"` or None (see the module
+            docstring).
+        gradient_taps: whether the augmented pass reads every trainable
+            tiny weight through a zero tap variable (`ElasticLayer`); every
+            kernel, depthwise and BatchNormalization layer then gets a
+            twin, augmented or not.
+        seed: seed of the extra weights' initial draws (int or None).
 
     Attributes:
         channel_groups: the `ChannelGroups` analysis.
@@ -50,9 +93,19 @@ class Supernet:
         choices: list of the allowed widths of each augmented group.
         excluded: `(group_index, layer_name)` of the groups `exclude` kept
             at their tiny width.
+        guarded: `(group_index, output_layer_name)` of the groups
+            `output_guard="tiny"` kept at their tiny width.
+        output_kernels: the `GraphNode`s of the output kernels.
+        scaled_outputs: names of the output kernels whose input the
+            `"scale"` guard rescales.
+        softmax_outputs: one bool per model output: whether
+            `logits_model` returns it before its softmax.
         elastic_layers: the elastic twins (their extras are trainable).
         model: the functional augmented model, called as
-            `model([*inputs, widths], training=True)`.
+            `model([*inputs, widths], training=True)`; at the tiny widths
+            it computes exactly what the compact model computes.
+        logits_model: the same with softmax outputs returned before their
+            softmax (`model` itself when there are none).
     """
 
     def __init__(
@@ -62,16 +115,41 @@ class Supernet:
         expand_multipliers,
         track_extra_statistics=False,
         exclude=(),
+        output_guard=None,
+        gradient_taps=False,
+        seed=None,
     ):
+        if output_guard not in OUTPUT_GUARDS:
+            raise ValueError(
+                f"Expected `output_guard` to be one of {OUTPUT_GUARDS}. "
+                f"Received: output_guard={output_guard!r}"
+            )
         self.compact = model
-        self.channel_groups = cg = ChannelGroups(model)
+        self.output_guard = output_guard
+        self.gradient_taps = bool(gradient_taps)
+        if seed is None:
+            # Follows `keras.utils.set_random_seed` (which seeds numpy).
+            seed = int(np.random.randint(0, 2**31 - 1))
+        self._rng = np.random.default_rng(seed)
+        self.channel_groups = cg = ChannelGroups(as_functional(model))
+        self.output_kernels = self._output_kernels()
         self.excluded = self._excluded_groups(exclude)
         excluded = {gi for gi, _ in self.excluded}
+        self.guarded = []
+        if output_guard == "tiny":
+            seen = set(excluded)
+            for node in self.output_kernels:
+                for gi in cg.layout(node.inputs[0]):
+                    g = cg.groups[gi]
+                    if g.kind != "fixed" and gi not in seen:
+                        seen.add(gi)
+                        self.guarded.append((gi, node.name))
+        guarded = {gi for gi, _ in self.guarded}
         self.augmented = []
         self.choices = []
         plan = {}
         for g in cg.groups:
-            if g.kind == "fixed" or g.index in excluded:
+            if g.kind == "fixed" or g.index in excluded | guarded:
                 continue
             mults = (
                 expand_multipliers if g.kind == "expand" else width_multipliers
@@ -88,7 +166,26 @@ class Supernet:
         self.elastic_layers = []
         self._by_layer = {}
         self._batch_norms = {}  # non-augmented BN layers, by id
+        self.scaled_outputs = []  # output kernels scaled by the guard
         self._build()
+
+    def _output_kernels(self):
+        """The kernel-layer nodes whose output reaches a model output
+        without another kernel (or depthwise) layer in between."""
+        graph = self.channel_groups.graph
+        stack = [graph.producer(t) for t in graph.outputs]
+        found, seen = [], set()
+        while stack:
+            node = stack.pop()
+            if node is None or id(node) in seen or node.is_input:
+                continue
+            seen.add(id(node))
+            kind = type(node.operation)
+            if kind in KERNEL_LAYERS:
+                found.append(node)
+            elif kind not in DEPTHWISE_LAYERS:
+                stack.extend(node.parents)
+        return found
 
     def _excluded_groups(self, exclude):
         cg = self.channel_groups
@@ -124,29 +221,42 @@ class Supernet:
     def _augments(self, layouts):
         return any(g in self.plan for lay in layouts for g in lay)
 
-    def _elastic_for(self, node):
+    def _elastic_for(self, node, force=False):
+        """The elastic twin of a node's layer (made once per layer), or
+        None when the layer touches no augmented group (unless `force`:
+        then a twin without extras, if it computes exactly the layer)."""
         op = node.operation
         if id(op) in self._by_layer:
             return self._by_layer[id(op)]
         cg = self.channel_groups
         in_lay = cg.layout(node.inputs[0])
         out_lay = cg.layout(node.outputs[0])
-        if not self._augments([in_lay, out_lay]):
+        if not self._augments([in_lay, out_lay]) and not (
+            force and _twinnable(op)
+        ):
             return None
         kind = type(op)
         in_segs = self.segments(in_lay)
-        track = self.track_extra_statistics
+        common = {
+            "gradient_taps": self.gradient_taps,
+            "rng": self._rng,
+        }
         if kind in (L.Conv1D, L.Conv2D, L.Dense):
-            layer = elastic.ElasticKernel(op, in_segs, self.segments(out_lay))
+            layer = elastic.ElasticKernel(
+                op, in_segs, self.segments(out_lay), **common
+            )
         elif kind is L.SeparableConv2D:
             layer = elastic.ElasticSeparable(
-                op, in_segs, self.segments(out_lay)
+                op, in_segs, self.segments(out_lay), **common
             )
         elif kind in DEPTHWISE_LAYERS:
-            layer = elastic.ElasticDepthwise(op, in_segs)
+            layer = elastic.ElasticDepthwise(op, in_segs, **common)
         elif kind is L.BatchNormalization:
             layer = elastic.ElasticBatchNorm(
-                op, in_segs, track_extra_statistics=track
+                op,
+                in_segs,
+                track_extra_statistics=self.track_extra_statistics,
+                **common,
             )
         else:
             return None
@@ -154,9 +264,31 @@ class Supernet:
         self.elastic_layers.append(layer)
         return layer
 
+    def taps(self):
+        """`[(tiny variable, tap variable)]` of every twin (empty unless
+        `gradient_taps`)."""
+        out = []
+        for layer in self.elastic_layers + list(self._batch_norms.values()):
+            out.extend(layer.taps())
+        return out
+
+    def untapped(self):
+        """The compact model's trainable variables that the augmented pass
+        reads directly (layers it reuses as they are): with
+        `gradient_taps`, their augmented gradient cannot be told apart from
+        the tiny one."""
+        tapped = {id(v) for v, _ in self.taps()}
+        return [
+            v
+            for v in self.compact.trainable_weights
+            if id(v) not in tapped and id(v) in self._read_directly
+        ]
+
     def _batch_statistics_norm(self, op):
         if id(op) not in self._batch_norms:
-            self._batch_norms[id(op)] = elastic.BatchStatisticsNorm(op)
+            self._batch_norms[id(op)] = elastic.BatchStatisticsNorm(
+                op, gradient_taps=self.gradient_taps
+            )
         return self._batch_norms[id(op)]
 
     def _build(self):
@@ -173,7 +305,64 @@ class Supernet:
         widths = keras.Input(
             batch_shape=(self.num_groups,), dtype="int32", name="netaug_widths"
         )
-        self._replaced = {}
+        output_ids = {id(t) for t in graph.outputs}
+        output_kernels = {id(n) for n in self.output_kernels}
+        self._logits = {}  # id(output tensor) -> its logits in the rebuild
+        self._read_directly = set()  # ids of variables of reused layers
+
+        def twin_fn(node):
+            op = node.operation
+            kind = type(op)
+            out_id = id(node.outputs[0])
+            softmax_kernel = (
+                out_id in output_ids
+                and kind in KERNEL_LAYERS
+                and is_softmax(getattr(op, "activation", None))
+            )
+            layer = self._elastic_for(
+                node, force=self.gradient_taps or softmax_kernel
+            )
+            if layer is None and kind is L.BatchNormalization:
+                # Not augmented, but fed by augmented channels: it must
+                # still leave the tiny model's moving statistics alone.
+                return self._batch_statistics_norm(op)
+            if layer is None:
+                return None
+            if (
+                id(node) in output_kernels
+                and self.output_guard == "scale"
+                and any(s.widx is not None for s in layer.in_segments)
+            ):
+                layer.input_scale = True
+                if op.name not in self.scaled_outputs:
+                    self.scaled_outputs.append(op.name)
+            if softmax_kernel:
+                layer.skip_activation = True
+                softmax = L.Activation(
+                    op.activation, name=f"{op.name}_netaug_softmax"
+                )
+
+                def call_softmax(*args, **kwargs):
+                    logits = layer(*args, widths=widths, **kwargs)
+                    self._logits[out_id] = logits
+                    return softmax(logits)
+
+                return call_softmax
+
+            def call(*args, **kwargs):
+                return layer(*args, widths=widths, **kwargs)
+
+            return call
+
+        def softmax_fn(node):
+            op = node.operation
+            out_id = id(node.outputs[0])
+
+            def call(x, *args, **kwargs):
+                self._logits[out_id] = x
+                return op(x, *args, **kwargs)
+
+            return call
 
         def layer_fn(node):
             op = node.operation
@@ -184,18 +373,13 @@ class Supernet:
             if kind in KERNEL_LAYERS + DEPTHWISE_LAYERS or (
                 kind is L.BatchNormalization
             ):
-                layer = self._elastic_for(node)
-                if layer is None and kind is L.BatchNormalization:
-                    # Not augmented, but fed by augmented channels: it must
-                    # still leave the tiny model's moving statistics alone.
-                    return self._batch_statistics_norm(op)
-                if layer is None:
-                    return None
-
-                def call(*args, **kwargs):
-                    return layer(*args, widths=widths, **kwargs)
-
-                return call
+                return twin_fn(node)
+            rank = len(node.outputs[0].shape)
+            if id(node.outputs[0]) in output_ids and (
+                (kind is L.Softmax and op.axis in (-1, rank - 1))
+                or (kind is L.Activation and is_softmax(op.activation))
+            ):
+                return softmax_fn(node)
             if not self._augments(ins):
                 return None
             if kind is L.Concatenate and len(ins) > 1:
@@ -210,26 +394,48 @@ class Supernet:
                 return elastic.ElasticReshape(target, name=f"{op.name}_netaug")
             return None
 
-        mapping = graph.rebuild(inputs, layer_fn)
-        outputs = [mapping[id(t)] for t in graph.outputs]
-        struct = getattr(self.compact, "_outputs_struct", None)
-        if struct is not None:
-            outputs = keras.tree.pack_sequence_as(struct, outputs)
-        elif len(outputs) == 1:
-            outputs = outputs[0]
-        self.model = keras.Model(
-            inputs + [widths], outputs, name=f"{graph.model.name}_netaug"
-        )
+        def recorded_fn(node):
+            fn = layer_fn(node)
+            op = node.operation
+            if fn is None and isinstance(op, keras.layers.Layer):
+                self._read_directly.update(id(v) for v in op.trainable_weights)
+            return fn
 
-    def __call__(self, x, widths, training=True):
+        mapping = graph.rebuild(inputs, recorded_fn)
+        outputs = [mapping[id(t)] for t in graph.outputs]
+        logits = [
+            self._logits.get(id(t), o) for t, o in zip(graph.outputs, outputs)
+        ]
+        self.softmax_outputs = [id(t) in self._logits for t in graph.outputs]
+        struct = getattr(graph.model, "_outputs_struct", None)
+
+        def pack(flat):
+            if struct is not None:
+                return keras.tree.pack_sequence_as(struct, flat)
+            return flat[0] if len(flat) == 1 else flat
+
+        self.model = keras.Model(
+            inputs + [widths], pack(outputs), name=f"{graph.model.name}_netaug"
+        )
+        self.logits_model = self.model
+        if any(self.softmax_outputs):
+            self.logits_model = keras.Model(
+                inputs + [widths],
+                pack(logits),
+                name=f"{graph.model.name}_netaug_logits",
+            )
+
+    def __call__(self, x, widths, training=True, logits=False):
         """Runs the augmented sub-model of `widths` on inputs `x` (the
-        structure the compact model accepts)."""
+        structure the compact model accepts); with `logits`, outputs that
+        the model passes through a softmax are returned before it."""
         if isinstance(x, dict):
             names = [t.name for t in self.compact.inputs]
             flat = [x[n] for n in names]
         else:
             flat = list(x) if isinstance(x, (list, tuple)) else [x]
-        return self.model(flat + [widths], training=training)
+        model = self.logits_model if logits else self.model
+        return model(flat + [widths], training=training)
 
     # ------------------------------------------------------------------
     # Arithmetic cost
