@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from netaug_models import residual_model, se_model
+from test_netaug import _attach, _images
 
 import keras_compact  # noqa: F401  (registers the serializable classes)
 from keras_compact import models
@@ -18,17 +19,6 @@ from keras_compact.training import Trainer
 
 L = keras.layers
 LOGITS_LOSS = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
-
-
-def _attach(model, **kwargs):
-    netaug = NetAug(seed=0, **kwargs)
-    trainer = Trainer(model, techniques=[netaug])
-    return trainer, netaug
-
-
-def _images(model, batch=4, seed=0):
-    shape = (batch,) + tuple(model.inputs[0].shape[1:])
-    return np.random.default_rng(seed).random(shape).astype("float32")
 
 
 def _dataset(model, n=16, batch=4, seed=0):
@@ -91,7 +81,7 @@ def test_tiny_path_is_the_compact_model_and_strip_is_unchanged(build, kwargs):
     model = build()
     params, config = model.count_params(), model.get_config()
     trainer, netaug = _attach(model, **kwargs)
-    x = _images(model)
+    x = _images(model, 4)
     for training in (False, True):
         tiny = np.asarray(model(x, training=training))
         path = netaug.augmented_model(

@@ -7,6 +7,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from test_sparse_algorithms import _dsr_round, _Holder
 
 from keras_compact.models import get_model
 from keras_compact.sparse import (
@@ -19,7 +20,6 @@ from keras_compact.sparse import (
     algorithms,
 )
 from keras_compact.sparse.monitor import MIN_UPDATE_SPACING
-from keras_compact.sparse.policies import UpdateContext
 from keras_compact.training import Trainer
 
 SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
@@ -164,37 +164,6 @@ def test_explicit_target_prunes_too_large_for_the_budget_is_a_clear_error():
     assert DSR(target_prunes=np.int64(10)).target_prunes == 10
 
 
-class _Holder(keras.layers.Layer):
-    pass
-
-
-def _round(policy, kernels, masks, step):
-    """One DSR round on constant kernels; returns the new masks."""
-    ctx = UpdateContext(
-        [tf.constant(k) for k in kernels],
-        [tf.constant(m) for m in masks],
-        [None] * len(kernels),
-        tf.constant(step, tf.int64),
-        tf.constant(0, tf.int64),
-        lambda i, salt: algorithms.seed_for(3, i, salt, step),
-    )
-    n_drop = policy.drop_counts(ctx)
-    n_grow = policy.grow_counts(ctx, n_drop)
-    grow = policy.grow_scores(ctx)
-    out = []
-    for i in range(len(kernels)):
-        new, _ = algorithms.drop_and_grow(
-            ctx.actives[i],
-            tf.abs(ctx.kernels[i]),
-            grow[i],
-            n_drop[i],
-            n_grow[i],
-        )
-        out.append(new.numpy())
-    policy.after_update(ctx, n_drop)
-    return out
-
-
 def test_threshold_is_clipped_to_the_weights_range():
     masks = [np.zeros((20, 20), bool), np.zeros((10, 30), bool)]
     masks[0][:5] = True
@@ -206,7 +175,7 @@ def test_threshold_is_clipped_to_the_weights_range():
     policy.build(_Holder(), budget)
     for step in range(1, 9):
         kernels = [np.where(m, 0.25, 0.0).astype("float32") for m in masks]
-        masks = _round(policy, kernels, masks, step)
+        masks = _dsr_round(policy, kernels, masks, step)[0]
         assert float(policy.threshold.numpy()) <= 0.25
     assert float(policy.threshold.numpy()) == pytest.approx(0.25)
     # All weights zero: every round prunes all it may (more than N_p), so
@@ -216,7 +185,7 @@ def test_threshold_is_clipped_to_the_weights_range():
     policy.build(_Holder(), budget)
     for step in range(1, 41):
         kernels = [np.zeros(m.shape, "float32") for m in masks]
-        masks = _round(policy, kernels, masks, step)
+        masks = _dsr_round(policy, kernels, masks, step)[0]
     assert float(policy.threshold.numpy()) == pytest.approx(DSR.MIN_THRESHOLD)
 
 
