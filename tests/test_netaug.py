@@ -55,6 +55,18 @@ def _images(model, batch=3, seed=0):
     return np.random.default_rng(seed).random(shape).astype("float32")
 
 
+def _count_traces(netaug):
+    traces = {"n": 0}
+    sample = netaug.sample_widths
+
+    def counted():
+        traces["n"] += 1  # Python runs only while tracing
+        return sample()
+
+    netaug.sample_widths = counted
+    return traces
+
+
 @pytest.mark.parametrize("arch", sorted(ARCHITECTURES))
 def test_min_width_path_is_the_compact_model(arch):
     model = ARCHITECTURES[arch]()
@@ -143,14 +155,7 @@ def test_fit_traces_once_trains_the_users_model_and_strips_to_it():
     kernel = model.get_layer("c1").kernel
     start = kernel.numpy().copy()
     trainer, netaug = _attach(model, stop_width_at=0.5)
-    traces = {"n": 0}
-    sample = netaug.sample_widths
-
-    def counted():
-        traces["n"] += 1  # Python runs only while tracing
-        return sample()
-
-    netaug.sample_widths = counted
+    traces = _count_traces(netaug)
     _compile(trainer)
     history = trainer.fit(_dataset(model), epochs=4, verbose=0)
     steps = 4 * 4

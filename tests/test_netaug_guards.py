@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from netaug_models import residual_model, se_model
-from test_netaug import _attach, _images
+from test_netaug import _attach, _count_traces, _images
 
 import keras_compact  # noqa: F401  (registers the serializable classes)
 from keras_compact import models
@@ -26,18 +26,6 @@ def _dataset(model, n=16, batch=4, seed=0):
     classes = model.outputs[0].shape[-1]
     y = np.random.default_rng(seed).integers(0, classes, n)
     return tf.data.Dataset.from_tensor_slices((x, y)).batch(batch)
-
-
-def _count_traces(netaug):
-    traces = {"n": 0}
-    sample = netaug.sample_widths
-
-    def counted():
-        traces["n"] += 1  # Python runs only while tracing
-        return sample()
-
-    netaug.sample_widths = counted
-    return traces
 
 
 def _zoo_imagenet_strides():
