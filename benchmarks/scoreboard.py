@@ -93,6 +93,9 @@ def _aux():
 # (its reason is in PENDING).
 ARMS = {
     "plain": lambda: [],
+    # Plain training for as long (wall clock) as the costliest technique
+    # arm of the task: its epochs are set from the finished runs.
+    "plain_wallclock": lambda: [],
     "netaug": _netaug,
     "aux": _aux,
     "dsr90": _sparse("DSR"),
@@ -169,9 +172,29 @@ def int8_accuracy(trainer, splits, workdir):
     return report
 
 
+def wallclock_epochs(task, epochs, runs=None):
+    """Epochs of plain training that cost as much wall clock as the
+    costliest finished technique arm of `task` (its median step time
+    against plain's, times `epochs`), or None while there is none."""
+    runs = load_runs() if runs is None else runs
+    plain = [r for r in runs if r["task"] == task and r["arm"] == "plain"]
+    others = [
+        r
+        for r in runs
+        if r["task"] == task and r["arm"] not in ("plain", "plain_wallclock")
+    ]
+    if not plain or not others:
+        return None
+    base = float(np.median([r["median_step_ms"] for r in plain]))
+    ratio = max(r["median_step_ms"] for r in others) / base
+    return max(epochs, int(round(epochs * ratio)))
+
+
 def train_run(args, task, arm, seed):
     _, _, _, epochs, lr = TASKS[task]
     epochs = args.epochs or epochs
+    if arm == "plain_wallclock":
+        epochs = wallclock_epochs(task, epochs)
     backup = pathlib.Path(args.campaign_dir) / task / arm / f"s{seed}"
     backup.mkdir(parents=True, exist_ok=True)
     splits = splits_for(task, seed, args.batch_size)
@@ -331,7 +354,9 @@ def main(argv=None):
     todo = [
         (t, a, s)
         for t, a, s in planned(args)
-        if run_name(t, a, s) not in done and ARMS[a] is not None
+        if run_name(t, a, s) not in done
+        and ARMS[a] is not None
+        and (a != "plain_wallclock" or wallclock_epochs(t, 1) is not None)
     ]
     skipped = sorted({a for a in args.arms if ARMS[a] is None})
     for a in skipped:

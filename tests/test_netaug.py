@@ -59,9 +59,9 @@ def _count_traces(netaug):
     traces = {"n": 0}
     sample = netaug.sample_widths
 
-    def counted():
+    def counted(*args, **kwargs):
         traces["n"] += 1  # Python runs only while tracing
-        return sample()
+        return sample(*args, **kwargs)
 
     netaug.sample_widths = counted
     return traces

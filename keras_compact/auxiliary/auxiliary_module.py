@@ -8,6 +8,7 @@ import numpy as np
 from keras_compact.api_export import keras_compact_export
 from keras_compact.auxiliary import structure as structure_lib
 from keras_compact.auxiliary.booster import AuxiliaryBooster
+from keras_compact.graph import outputs
 from keras_compact.graph.taps import find_taps
 from keras_compact.graph.walk import ModelGraph, as_functional
 from keras_compact.training.technique import Technique
@@ -725,15 +726,12 @@ class AuxiliaryModule(Technique):
             keras.tree.flatten(aux_pred),
             self._head_from_logits,
         ):
-            if not logits:
-                main = keras.ops.log(keras.ops.clip(main, 1e-7, 1.0))
-                aux = keras.ops.log(keras.ops.clip(aux, 1e-7, 1.0))
-            log_main = keras.ops.log_softmax(main / t, axis=-1)
-            log_aux = keras.ops.log_softmax(aux / t, axis=-1)
+            main, aux = outputs.to_logits([main, aux], [not logits] * 2)
+            stop = keras.ops.stop_gradient
             total = total + (
-                _kl(keras.ops.stop_gradient(log_aux), log_main)
-                + _kl(keras.ops.stop_gradient(log_main), log_aux)
-            ) * (t * t)
+                outputs.soft_target_kl(stop(aux), main, t)
+                + outputs.soft_target_kl(stop(main), aux, t)
+            )
         return total
 
     # ------------------------------------------------------------------
@@ -760,13 +758,6 @@ class AuxiliaryModule(Technique):
             "min_logit": self.min_logit,
             "seed": self.seed,
         }
-
-
-def _kl(log_p, log_q):
-    """Mean over the batch of KL(p || q) from log-probabilities."""
-    return keras.ops.mean(
-        keras.ops.sum(keras.ops.exp(log_p) * (log_p - log_q), axis=-1)
-    )
 
 
 def _check_number(name, value, strict):

@@ -453,9 +453,7 @@ class ChannelGroups:
             return self._fixed_node(
                 node, f"{name}: unsupported operation {type(op).__name__}"
             )
-        args = keras.tree.flatten(
-            (node._node.arguments.args, node._node.arguments.kwargs)
-        )
+        args = keras.tree.flatten(node.arguments)
         for v in args:
             if isinstance(v, keras.KerasTensor):
                 continue

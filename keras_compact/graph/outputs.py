@@ -72,3 +72,27 @@ def to_logits(outputs, probabilities):
         keras.ops.log(keras.ops.clip(out, 1e-7, 1.0)) if prob else out
         for out, prob in zip(keras.tree.flatten(outputs), probabilities)
     ]
+
+
+def soft_target_kl(target, prediction, temperature=1.0):
+    """`T**2 * KL(softmax(target / T) || softmax(prediction / T))`, the
+    batch mean: the soft-target loss of distillation and mutual learning.
+
+    Args:
+        target: logits (or log-probabilities) of the soft targets; wrap them
+            in `keras.ops.stop_gradient` when they must not learn.
+        prediction: logits (or log-probabilities) being trained.
+        temperature: softmax temperature `T` > 0.
+
+    Returns:
+        A scalar tensor.
+
+    Reference:
+        Hinton et al., Distilling the Knowledge in a Neural Network (2015):
+        the `T**2` factor keeps the gradient scale independent of `T`.
+    """
+    t = float(temperature)
+    log_p = keras.ops.log_softmax(target / t, axis=-1)
+    log_q = keras.ops.log_softmax(prediction / t, axis=-1)
+    kl = keras.ops.sum(keras.ops.exp(log_p) * (log_p - log_q), axis=-1)
+    return keras.ops.mean(kl) * (t * t)

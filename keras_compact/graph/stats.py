@@ -174,27 +174,49 @@ def _node_rows(model, prefix="", seen=None):
     return rows
 
 
-def _node_macs(op, input_shapes, output_shapes, name):
+def layer_macs(op, positions, c_in, c_out):
+    """Multiply-accumulates of one layer at given channel counts.
+
+    The one MAC formula of keras_compact: `count_macs` applies it at the
+    model's own widths, NetAug at every sampled width of its augmented
+    sub-models.
+
+    Args:
+        op: the layer.
+        positions: number of spatial positions of the layer's output (of
+            its input for a transposed convolution); 1 for a vector.
+        c_in: input channels (a number or a numpy array of them).
+        c_out: output channels (same kind as `c_in`).
+
+    Returns:
+        The MACs (same kind as `c_in`); 0 for a layer without any.
+    """
     if isinstance(op, _TRANSPOSE):
-        in_elems = _elements(input_shapes[0], name)
-        c_in = _channels(op, input_shapes[0])
-        return in_elems // c_in * math.prod(op.kernel.shape)
+        return positions * math.prod(op.kernel_size) * c_in * c_out
     if isinstance(op, _SEPARABLE):
-        out_elems = _elements(output_shapes[0], name)
-        c_out = _channels(op, output_shapes[0])
-        positions = out_elems // c_out
-        dw = math.prod(op.depthwise_kernel.shape)  # k..., c_in, multiplier
-        pw = math.prod(op.pointwise_kernel.shape)  # 1..., c_in*mult, c_out
-        return positions * (dw + pw)
+        mult = op.depth_multiplier
+        k = math.prod(op.kernel_size)
+        return positions * (k * c_in * mult + c_in * mult * c_out)
     if isinstance(op, _DEPTHWISE):
-        return _elements(output_shapes[0], name) * math.prod(op.kernel_size)
+        return positions * math.prod(op.kernel_size) * c_out
     if isinstance(op, _CONV):
-        # kernel: (*kernel_size, c_in / groups, c_out)
-        per_output = math.prod(op.kernel.shape[:-1])
-        return _elements(output_shapes[0], name) * per_output
+        groups = getattr(op, "groups", 1) or 1
+        return positions * math.prod(op.kernel_size) * c_in // groups * c_out
     if isinstance(op, keras.layers.Dense):
-        return _elements(output_shapes[0], name) * op.kernel.shape[0]
+        return positions * c_in * c_out
     return 0
+
+
+def _node_macs(op, input_shapes, output_shapes, name):
+    if not isinstance(
+        op, _TRANSPOSE + _SEPARABLE + _DEPTHWISE + _CONV + (keras.layers.Dense,)
+    ):
+        return 0
+    shape = input_shapes[0] if isinstance(op, _TRANSPOSE) else output_shapes[0]
+    c_in = _channels(op, input_shapes[0])
+    c_out = _channels(op, output_shapes[0])
+    positions = _elements(shape, name) // _channels(op, shape)
+    return int(layer_macs(op, positions, c_in, c_out))
 
 
 def _channels(op, shape):

@@ -18,13 +18,15 @@ compact model while sharing its layers (and therefore its weights).
 
 import keras
 
+from keras_compact import compat
+
 
 def is_functional(model):
     """True for functional and built Sequential models (models with a call
     graph)."""
     if isinstance(model, keras.Sequential):
         return bool(model.built and getattr(model, "inputs", None))
-    return isinstance(model, keras.Model) and hasattr(model, "_nodes_by_depth")
+    return compat.has_call_graph(model)
 
 
 def as_functional(model):
@@ -134,6 +136,11 @@ class GraphNode:
         return self._node.is_input
 
     @property
+    def arguments(self):
+        """`(args, kwargs)` with which the operation was called."""
+        return compat.node_arguments(self._node)
+
+    @property
     def input_shapes(self):
         return [tuple(t.shape) for t in self.inputs]
 
@@ -179,8 +186,9 @@ class ModelGraph:
             )
         self.model = model
         wrapped = {}
-        for depth in sorted(graph_model._nodes_by_depth, reverse=True):
-            for node in graph_model._nodes_by_depth[depth]:
+        by_depth = compat.nodes_by_depth(graph_model)
+        for depth in sorted(by_depth, reverse=True):
+            for node in by_depth[depth]:
                 wrapped[id(node)] = GraphNode(node)
         self.nodes = list(wrapped.values())
         self._producer = {}
@@ -273,7 +281,7 @@ class ModelGraph:
                 continue
             fn = layer_fn(gnode) if layer_fn is not None else None
             fn = gnode.operation if fn is None else fn
-            args, kwargs = _replace_tensors(gnode._node.arguments, mapping)
+            args, kwargs = _replace_tensors(gnode.arguments, mapping)
             result = fn(*args, **kwargs)
             flat = keras.tree.flatten(result)
             for old, new in zip(gnode.outputs, flat):
@@ -287,6 +295,7 @@ def _replace_tensors(arguments, mapping):
             return mapping[id(x)]
         return x
 
-    args = keras.tree.map_structure(swap, list(arguments.args))
-    kwargs = keras.tree.map_structure(swap, dict(arguments.kwargs))
+    args, kwargs = arguments
+    args = keras.tree.map_structure(swap, list(args))
+    kwargs = keras.tree.map_structure(swap, dict(kwargs))
     return args, kwargs

@@ -2,16 +2,19 @@
 
 import math
 import numbers
+import random
 import warnings
 
 import keras
 import numpy as np
 from keras import ops
 
+from keras_compact import compat
 from keras_compact.api_export import keras_compact_export
 from keras_compact.graph.walk import is_functional
 from keras_compact.netaug import sorting
 from keras_compact.netaug.supernet import OUTPUT_GUARDS, Supernet
+from keras_compact.training import tensorflow_step
 from keras_compact.training.technique import Technique
 
 
@@ -322,7 +325,20 @@ class NetAug(Technique):
         self.output_guard = output_guard
         self.gradient_guard = gradient_guard
         self.seed = seed
-        self.seed_generator = keras.random.SeedGenerator(seed)
+        # The sampler's draws are a pure function of this seed and the
+        # optimizer step, so a resumed run samples the widths that an
+        # uninterrupted one would have. Held in a weight: a checkpoint
+        # restores it even when `seed` is None (drawn here once).
+        self.sampler_seed = self.add_weight(
+            name="sampler_seed",
+            shape=(),
+            dtype="int32",
+            initializer=keras.initializers.Constant(
+                seed if seed is not None else random.randrange(2**31 - 1)
+            ),
+            trainable=False,
+        )
+        self._eager_draws = 0
         self.width_enabled = self.add_weight(
             name="width_enabled",
             shape=(),
@@ -392,7 +408,7 @@ class NetAug(Technique):
         return max([len(c) for c in self._supernet.choices] or [1])
 
     def validate(self, trainer):
-        if getattr(trainer, "_compile_loss", None) is None and (
+        if compat.compiled_loss(trainer) is None and (
             self.label_smoothing is None
         ):
             raise ValueError(
@@ -413,7 +429,7 @@ class NetAug(Technique):
     def loss_terms(self, trainer, x, y, y_pred, sample_weight):
         if not self._supernet.num_groups:
             return {"netaug_loss": ops.zeros((), dtype="float32")}
-        widths = self.sample_widths()
+        widths = self.sample_widths(trainer.optimizer.iterations)
         loss = self.augmented_loss(trainer, x, y, widths, sample_weight)
         self._monitor.aug_loss.update_state(loss)
         return {"netaug_loss": ops.multiply(self.alpha, loss)}
@@ -495,18 +511,27 @@ class NetAug(Technique):
     # ------------------------------------------------------------------
     # Sampling and inspection
     # ------------------------------------------------------------------
-    def sample_widths(self):
+    def sample_widths(self, step=None):
         """Draws one augmented sub-model: an int32 tensor of active widths,
         one per augmented group (each uniform over its choices; the width
-        groups stay at their tiny width once the schedule stops them)."""
+        groups stay at their tiny width once the schedule stops them).
+
+        Args:
+            step: the optimizer step (an integer scalar): the draw is a
+                pure function of `sampler_seed` and the step. None (eager
+                inspection): a new draw at every call.
+        """
+        if step is None:
+            step = self._eager_draws
+            self._eager_draws += 1
         n = ops.convert_to_tensor(self._num_choices)
         stopped = ops.logical_and(
             ops.convert_to_tensor(self._is_width),
             ops.equal(self.width_enabled, 0),
         )
         n = ops.where(stopped, ops.ones_like(n), n)
-        u = keras.random.uniform(
-            (self._supernet.num_groups,), seed=self.seed_generator
+        u = tensorflow_step.stateless_uniform(
+            (self._supernet.num_groups,), self.sampler_seed, step
         )
         idx = ops.cast(ops.floor(u * ops.cast(n, u.dtype)), "int32")
         idx = ops.minimum(idx, n - 1)

@@ -17,6 +17,8 @@ slice changes the tiny model (that is what sorting by importance is for).
 
 import numpy as np
 
+from keras_compact.compat import optimizer_slots
+
 
 def _positions(segments, group, full_size):
     """Index arrays into a full axis of every segment of `group`: each is
@@ -38,17 +40,9 @@ def _positions(segments, group, full_size):
 
 
 def _optimizer_views(optimizer, variable):
-    """`{suffix: optimizer variable}` for the slot variables of `variable`
-    (Keras names them `<variable path with '_'>_<suffix>`)."""
-    if optimizer is None or not getattr(optimizer, "built", False):
-        return {}
-    prefix = variable.path.replace("/", "_") + "_"
-    views = {}
-    for ov in optimizer.variables:
-        name = ov.name
-        if name.startswith(prefix) and tuple(ov.shape) == tuple(variable.shape):
-            views[name[len(prefix) :]] = ov
-    return views
+    """`{i: slot}` for the optimizer state variables of `variable` (the
+    i-th is the same kind of state for every variable)."""
+    return dict(enumerate(optimizer_slots(optimizer, variable)))
 
 
 def _slots_with(supernet, group):

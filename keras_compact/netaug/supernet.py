@@ -35,6 +35,7 @@ from keras_compact.graph.channels import (
     ChannelGroups,
 )
 from keras_compact.graph.outputs import is_softmax
+from keras_compact.graph.stats import layer_macs
 from keras_compact.graph.walk import as_functional, check_layer_names
 from keras_compact.netaug import elastic
 
@@ -464,23 +465,14 @@ class Supernet:
 
         for node in cg.graph.nodes:
             op = node.operation
-            kind = type(op)
-            if node.is_input or not (
-                kind in KERNEL_LAYERS or kind in DEPTHWISE_LAYERS
+            if (
+                node.is_input
+                or type(op) not in KERNEL_LAYERS + DEPTHWISE_LAYERS
             ):
                 continue
             out_shape = tuple(node.outputs[0].shape)
             positions = math.prod(d for d in out_shape[1:-1])
             c_in = channels(cg.layout(node.inputs[0]))
             c_out = channels(cg.layout(node.outputs[0]))
-            if kind in DEPTHWISE_LAYERS:
-                total += positions * math.prod(op.kernel_size) * c_out
-            elif kind is L.SeparableConv2D:
-                total += positions * (
-                    math.prod(op.kernel_size) * c_in + c_in * c_out
-                )
-            elif kind is L.Dense:
-                total += positions * c_in * c_out
-            else:
-                total += positions * math.prod(op.kernel_size) * c_in * c_out
+            total += layer_macs(op, positions, c_in, c_out)
         return float(total[0]) if np.ndim(widths) == 1 else total

@@ -20,6 +20,8 @@ Every method is expressed through `drop_and_grow`:
 
 import tensorflow as tf
 
+from keras_compact.training.tensorflow_step import stateless_seed
+
 NEG_INF = float("-inf")
 
 
@@ -186,16 +188,5 @@ def allocate(total, weights, capacity, seed):
     return c + tf.gather(give - take, inverse)
 
 
-def seed_for(base, *salts):
-    """A stateless seed `(base mixed with salts, salts[-1])` as int32[2].
-
-    `base` is a Python int; each salt is a Python int or an integer scalar
-    tensor (e.g. the optimizer step), so a seed is a pure function of the
-    technique seed, the layer index and the step: every replica, every
-    resumed run and every rerun draws the same numbers.
-    """
-    mixed = tf.constant(base % 2147483647, tf.int64)
-    for s in salts[:-1]:
-        mixed = (mixed * 1000003 + tf.cast(s, tf.int64)) % 2147483647
-    last = tf.cast(salts[-1], tf.int64) % 2147483647 if salts else 0
-    return tf.cast(tf.stack([mixed, tf.cast(last, tf.int64)]), tf.int32)
+# One home for stateless seeds: the backend step module.
+seed_for = stateless_seed

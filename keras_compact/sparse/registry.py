@@ -11,6 +11,8 @@ Biases, normalization parameters and embeddings are never pruned.
 
 import keras
 
+from keras_compact import compat
+
 _REGISTRY = {}
 
 
@@ -124,7 +126,7 @@ def prunable_weights(layer):
         return _checked(layer, out)
     names = _registered_names(layer)
     if names is None:
-        own = list(getattr(layer, "_trainable_variables", []))
+        own = compat.own_trainable_variables(layer)
         if own and not _is_normalization(layer):
             raise UnsupportedLayer(
                 f"{type(layer).__name__} is not in the prunable registry "

@@ -8,10 +8,12 @@ import keras
 import numpy as np
 
 from keras_compact.api_export import keras_compact_export
+from keras_compact.compat import optimizer_slots
 from keras_compact.graph.walk import check_layer_names
 from keras_compact.sparse import distributions
 from keras_compact.sparse.policies import DSR, UpdateContext, get_policy
 from keras_compact.sparse.selection import default_dense_layers, scan
+from keras_compact.training import tensorflow_step
 from keras_compact.training.technique import Technique
 
 REGROW_INITS = ("zeros", "he_normal")
@@ -42,60 +44,6 @@ class _Scratch(threading.local):
     """
 
     dense_grads = None
-
-
-def _replicas():
-    import tensorflow as tf
-
-    return tf.distribute.get_strategy().num_replicas_in_sync
-
-
-def optimizer_slots(optimizer, variable):
-    """The optimizer state variables that mirror `variable` element-wise.
-
-    Works for every Keras optimizer (SGD momentums, Adam `_momentums` /
-    `_velocities`, RMSprop, Adagrad, Lion, EMA copies, gradient
-    accumulators, a `LossScaleOptimizer`'s inner optimizer): any list
-    attribute aligned with the optimizer's trainable variables whose entry
-    has the variable's shape.
-
-    Args:
-        optimizer: a built `keras.optimizers.Optimizer` (or `None`).
-        variable: one of its trainable variables.
-
-    Returns:
-        A list of `keras.Variable` (empty if the optimizer is not built).
-    """
-    found, seen = [], set()
-    stack = [optimizer]
-    while stack:
-        opt = stack.pop()
-        if opt is None or id(opt) in seen:
-            continue
-        seen.add(id(opt))
-        inner = getattr(opt, "inner_optimizer", None)
-        if inner is not None:
-            stack.append(inner)
-        if not getattr(opt, "built", False):
-            continue
-        try:
-            index = opt._get_variable_index(variable)
-        except (KeyError, AttributeError):
-            continue
-        n = len(opt._trainable_variables)
-        for value in list(vars(opt).values()):
-            if not isinstance(value, (list, tuple)) or len(value) != n:
-                continue
-            slot = value[index]
-            if (
-                isinstance(slot, keras.Variable)
-                and slot is not variable
-                and tuple(slot.shape) == tuple(variable.shape)
-                and id(slot) not in seen
-            ):
-                seen.add(id(slot))
-                found.append(slot)
-    return found
 
 
 @keras_compact_export
@@ -453,8 +401,6 @@ class SparseTraining(Technique):
         return [SparsityMonitor(self)]
 
     def transform_gradients(self, trainer, grads, variables):
-        import tensorflow as tf
-
         index = {id(v): i for i, v in enumerate(variables)}
         grads = list(grads)
         dense = [None] * len(self._weights)
@@ -462,20 +408,16 @@ class SparseTraining(Technique):
             i = index.get(id(w.variable))
             if i is None or grads[i] is None:
                 continue
-            g = grads[i]
-            if isinstance(g, tf.IndexedSlices):
-                g = tf.convert_to_tensor(g)
+            g = tensorflow_step.densify(grads[i])
             dense[j] = g
-            grads[i] = g * tf.cast(w.mask.value, g.dtype)
+            grads[i] = g * keras.ops.cast(w.mask.value, g.dtype)
         if self.policy.needs_gradients and not self.policy.is_static:
             present = [j for j, g in enumerate(dense) if g is not None]
-            ctx = tf.distribute.get_replica_context()
-            if present and ctx is not None and _replicas() > 1:
-                reduced = ctx.all_reduce(
-                    tf.distribute.ReduceOp.SUM, [dense[j] for j in present]
-                )
-                for j, g in zip(present, reduced):
-                    dense[j] = g
+            reduced = tensorflow_step.all_reduce_sum(
+                [dense[j] for j in present]
+            )
+            for j, g in zip(present, reduced):
+                dense[j] = g
             self._scratch.dense_grads = dense
         return grads
 

@@ -133,17 +133,10 @@ class Distillation(Technique):
         )
         total = 0.0
         for s, t in zip(y_pred, t_pred):
-            total = keras.ops.add(total, self._kl(t, s))
+            total = keras.ops.add(
+                total, outputs.soft_target_kl(t, s, self.temperature)
+            )
         return {"distillation_loss": keras.ops.multiply(self.alpha, total)}
-
-    def _kl(self, teacher_out, student_out):
-        t = self.temperature
-        log_p_t = keras.ops.log_softmax(teacher_out / t, axis=-1)
-        log_p_s = keras.ops.log_softmax(student_out / t, axis=-1)
-        kl = keras.ops.sum(
-            keras.ops.exp(log_p_t) * (log_p_t - log_p_s), axis=-1
-        )
-        return keras.ops.mean(kl) * (t * t)
 
     def get_config(self):
         return {

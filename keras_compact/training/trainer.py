@@ -2,20 +2,11 @@
 
 import keras
 
+from keras_compact import compat
 from keras_compact.api_export import keras_compact_export
+from keras_compact.training import tensorflow_step
 from keras_compact.training.technique import Technique
-
-
-def _replicas():
-    """Number of replicas of the current `tf.distribute` strategy (or 1)."""
-    if keras.backend.backend() == "tensorflow":
-        import tensorflow as tf
-
-        return tf.distribute.get_strategy().num_replicas_in_sync
-    return 1
-
-
-_NON_FINITE = "keras_compact: non-finite training step"
+from keras_compact.training.tensorflow_step import rescale
 
 
 class NonFiniteTrainingError(FloatingPointError):
@@ -62,9 +53,11 @@ def _raise_non_finite(error):
     import re
 
     text = str(error)
-    if _NON_FINITE not in text:
+    if tensorflow_step.NON_FINITE not in text:
         return None
-    fields = re.findall(r"\[([^\[\]]*)\]", text.split(_NON_FINITE, 1)[1])
+    fields = re.findall(
+        r"\[([^\[\]]*)\]", text.split(tensorflow_step.NON_FINITE, 1)[1]
+    )
     step = int(fields[0]) if fields and fields[0].isdigit() else -1
     pairs = list(zip(fields[1::2], fields[2::2]))
     bad = [name for name, ok in pairs if ok in ("0", "false", "False")]
@@ -72,12 +65,6 @@ def _raise_non_finite(error):
     raise NonFiniteTrainingError(
         step, terms, "gradients" in bad, "inputs" in bad
     ) from None
-
-
-def _rescale(value, factor):
-    if factor == 1:
-        return value
-    return keras.ops.multiply(value, keras.ops.cast(factor, value.dtype))
 
 
 @keras_compact_export
@@ -205,25 +192,16 @@ class Trainer(keras.Model):
         not pollute them, so it is scored by an untracked copy of the
         compiled loss (same losses and loss weights).
         """
-        if self._compile_loss is None:
+        compiled = compat.compiled_loss(self)
+        if compiled is None:
             raise ValueError(
                 "The trainer has no loss: pass `loss=` to `compile()`."
             )
         if not keras.tree.is_nested(y_pred):
-            return self._compile_loss(y, y_pred, sample_weight)
+            return compiled(y, y_pred, sample_weight)
         cached = getattr(self, "_untracked_loss", None)
-        if cached is None or cached[0] != id(self._compile_loss):
-            from keras.src.trainers.compile_utils import CompileLoss
-
-            cl = self._compile_loss
-            cached = (
-                id(cl),
-                CompileLoss(
-                    cl._user_loss,
-                    cl._user_loss_weights,
-                    output_names=cl.output_names,
-                ),
-            )
+        if cached is None or cached[0] != id(compiled):
+            cached = (id(compiled), compat.untracked_loss_copy(compiled))
             self._untracked_loss = cached
         return cached[1](y, y_pred, sample_weight)
 
@@ -241,9 +219,9 @@ class Trainer(keras.Model):
         # Keras divides the compiled loss by the replica count; the terms
         # below get the same scale so that the gradients sum correctly, and
         # the trackers log unscaled values.
-        replicas = _replicas()
+        replicas = tensorflow_step.replicas()
         self._step_terms = {"task_loss": task}
-        self.term_trackers["task_loss"].update_state(_rescale(task, replicas))
+        self.term_trackers["task_loss"].update_state(rescale(task, replicas))
         total = task if weight == 1.0 else keras.ops.multiply(weight, task)
         for t in self.techniques:
             terms = t.loss_terms(self, x, y, y_pred, sample_weight)
@@ -257,78 +235,25 @@ class Trainer(keras.Model):
                 value = keras.ops.convert_to_tensor(value)
                 self._step_terms[name] = value
                 self.term_trackers[name].update_state(value)
-                total = keras.ops.add(total, _rescale(value, 1.0 / replicas))
+                total = keras.ops.add(total, rescale(value, 1.0 / replicas))
         return total
 
     # ------------------------------------------------------------------
     # Training step (TensorFlow backend): gradient and post-step hooks
     # ------------------------------------------------------------------
+    @property
+    def step_terms(self):
+        """`{name: scalar}` of the loss terms of the step being traced
+        (the task loss and every technique's terms)."""
+        return dict(getattr(self, "_step_terms", {}))
+
     def train_step(self, data):
         if keras.backend.backend() != "tensorflow":
             raise NotImplementedError(
                 "keras_compact.Trainer trains with the TensorFlow backend. "
                 f"Received: KERAS_BACKEND={keras.backend.backend()!r}"
             )
-        import tensorflow as tf
-
-        x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
-        # Stop at the first non-finite value, before anything of the step is
-        # written: non-finite inputs before the forward pass (which updates
-        # moving statistics), a non-finite loss term or gradient before the
-        # optimizer update and the techniques' `after_step`. A failed check
-        # ends the step; `fit` turns it into a `NonFiniteTrainingError`.
-        inputs_ok = self._assert_finite(
-            {
-                "inputs": [
-                    v for v in keras.tree.flatten(x) if v.dtype.is_floating
-                ]
-            }
-        )
-        with tf.control_dependencies(inputs_ok):
-            with tf.GradientTape() as tape:
-                y_pred = self(x, training=True)
-                loss = self._compute_loss(
-                    x=x,
-                    y=y,
-                    y_pred=y_pred,
-                    sample_weight=sample_weight,
-                    training=True,
-                )
-                batch = tf.shape(keras.tree.flatten(x)[0])[0]
-                self._loss_tracker.update_state(
-                    _rescale(loss, _replicas()), sample_weight=batch
-                )
-                scaled = self.optimizer.scale_loss(loss)
-        variables = self.trainable_weights
-        grads = tape.gradient(scaled, variables)
-        for t in self.techniques:
-            grads = t.transform_gradients(self, grads, variables)
-        checks = {k: [v] for k, v in getattr(self, "_step_terms", {}).items()}
-        checks["gradients"] = [g for g in grads if g is not None]
-        with tf.control_dependencies(self._assert_finite(checks)):
-            self.optimizer.apply_gradients(zip(grads, variables))
-            for t in self.techniques:
-                t.after_step(self)
-        return self.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
-
-    def _assert_finite(self, groups):
-        """Returns `[assert_op]` checking that every tensor of every named
-        group is finite (an empty list when eager: it raised already)."""
-        import tensorflow as tf
-
-        def finite(value):
-            if isinstance(value, tf.IndexedSlices):
-                value = value.values
-            return tf.reduce_all(tf.math.is_finite(value))
-
-        data = [_NON_FINITE, self.optimizer.iterations]
-        checks = []
-        for name, values in groups.items():
-            ok = tf.reduce_all(tf.stack([finite(v) for v in values] or [True]))
-            checks.append(ok)
-            data += [name, ok]
-        op = tf.debugging.Assert(tf.reduce_all(tf.stack(checks)), data)
-        return [] if op is None else [op]
+        return tensorflow_step.train_step(self, data)
 
     def test_step(self, data):
         # The technique terms exist only in training: evaluation reports the
@@ -350,7 +275,7 @@ class Trainer(keras.Model):
             x = args[0] if args else kwargs.get("x")
             spec = getattr(x, "element_spec", None)  # a tf.data.Dataset
             if spec is not None and getattr(self, "compiled", False):
-                self._symbolic_build(data_batch=spec)
+                compat.symbolic_build(self, spec)
             optimizer = getattr(self, "optimizer", None)
             if optimizer is not None and not optimizer.built:
                 optimizer.build(self.trainable_weights)
