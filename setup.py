@@ -24,9 +24,19 @@ setup(
         "ai-edge-litert>=2.0",
         "scikit-learn>=1.3",
         "matplotlib>=3.7",
+        "tensorboard>=2.21,<2.22",
     ],
     extras_require={
-        "test": ["pytest>=8", "ruff>=0.5"],
+        # tflite-micro publishes dev builds only; pip takes them when no
+        # release exists. The quantization tests run int8 files on it.
+        "test": [
+            "pytest>=8",
+            "ruff>=0.5",
+            "nbclient>=0.10",
+            "ipykernel",
+            "tflite-micro",
+        ],
+        "micro": ["tflite-micro"],
         "peers": [
             "tensorflow-model-optimization==0.8.*",
             "tf-keras>=2.21,<2.22",

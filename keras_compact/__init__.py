@@ -9,6 +9,10 @@ are stripped exactly for deployment:
   hierarchical auxiliary branches, dropped at inference).
 - `NetAug`: network augmentation (the tiny model trained inside wider ones
   that share its weights).
+- `QuantizationAwareTraining`: int8 fake quantization in training, exported
+  to an int8 TFLite file that runs on microcontrollers.
+- `Reparameterize`: structural re-parameterisation (RepVGG, ACNet,
+  ExpandNets branches trained, then folded exactly into the user's layers).
 
 Subpackages: `data` (offline-first datasets), `models` (tiny model zoo),
 `graph` (the graph-walking core, params and MACs), `training` (the trainer
@@ -26,11 +30,15 @@ from keras_compact import (
     graph,
     models,
     netaug,
+    quantization,
+    reparam,
     sparse,
     training,
 )
 from keras_compact.auxiliary import AuxiliaryModule
 from keras_compact.netaug import NetAug
+from keras_compact.quantization import QuantizationAwareTraining
+from keras_compact.reparam import Reparameterize
 from keras_compact.sparse import SparseTraining
 from keras_compact.training import (
     Distillation,
@@ -46,6 +54,8 @@ __all__ = [
     "Distillation",
     "NetAug",
     "NonFiniteTrainingError",
+    "QuantizationAwareTraining",
+    "Reparameterize",
     "SparseTraining",
     "Technique",
     "Trainer",
@@ -56,6 +66,8 @@ __all__ = [
     "graph",
     "models",
     "netaug",
+    "quantization",
+    "reparam",
     "sparse",
     "training",
 ]

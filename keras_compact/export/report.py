@@ -41,6 +41,17 @@ class ExportReport:
         backend: the interpreter used (`"ai_edge_litert"`, ...).
         delegates: whether the default delegate (XNNPack) was used, and why
             not.
+        reference: the Keras model compared with: `"keras"` (the model
+            itself) or `"fake-quant"` (the inference-mode fake-quant model
+            of a `QuantizationAwareTraining` trainer, for its int8 file).
+        ops: the file's op names, in execution order.
+        micro: the microcontroller check of an int8 file: `"equal"` (the
+            TensorFlow Lite for Microcontrollers interpreter gives the
+            same integers as LiteRT's reference kernels), `"different"`,
+            or why it did not run; None for other files.
+        micro_arena_bytes: the tensor arena the micro interpreter used.
+        micro_max_abs_diff: largest |micro - LiteRT reference kernels|.
+        micro_samples: number of inputs run on the micro interpreter.
     """
 
     path: str
@@ -59,6 +70,12 @@ class ExportReport:
     latency_ms_2_threads: float
     backend: str
     delegates: str
+    reference: str = "keras"
+    ops: list | None = None
+    micro: str | None = None
+    micro_arena_bytes: int | None = None
+    micro_max_abs_diff: float | None = None
+    micro_samples: int | None = None
 
     @property
     def mode(self):
@@ -125,6 +142,19 @@ class ExportReport:
             ("interpreter", self.backend),
             ("delegates", self.delegates),
         ]
+        if self.reference != "keras":
+            rows.insert(5, ("compared with", self.reference))
+        if self.ops:
+            rows.append(("ops", ", ".join(sorted(set(self.ops)))))
+        if self.micro is not None:
+            micro = self.micro
+            if self.micro_arena_bytes is not None:
+                micro += (
+                    f" on {self.micro_samples} inputs, max |diff| "
+                    f"{self.micro_max_abs_diff:.3g}, arena "
+                    f"{_size(self.micro_arena_bytes)}"
+                )
+            rows.append(("microcontroller", micro))
         width = max(len(k) for k, _ in rows)
         lines = ["ExportReport"] + [f"  {k:<{width}}  {v}" for k, v in rows]
         return "\n".join(lines)

@@ -114,6 +114,14 @@ def export_tflite(
       tensor is at the plain-rounding error floor
       (`benchmarks/results/int8_diagnosis_wrn28_2.md`).
 
+    A `Trainer` holding a `keras_compact.QuantizationAwareTraining`
+    technique exports to `"int8"` through its fake-quant model
+    (`keras_compact.quantization.convert_qat`): the trained activation
+    ranges and the folded, per-channel quantized kernels are used,
+    `representative_data` is not needed (ignored), and every op of the file
+    is checked to be a builtin int8 op (`NotInt8Error` names any other).
+    Other modes export the stripped float model as usual.
+
     `sparsity=True` adds `tf.lite.Optimize.EXPERIMENTAL_SPARSITY`: kernels
     that are mostly zero are stored in a sparse format. This shrinks the
     raw file (an 80%-zero CNN: 3.3x in float32, 1.7x with int8 weights) but
@@ -161,7 +169,13 @@ def export_tflite(
                   representative_data=x_train[:200], int8_io=True)
     ```
     """
-    model = deployable_model(model)
+    qat = None
+    if quantization == "int8":
+        from keras_compact.quantization.convert import find_qat
+
+        qat = find_qat(model)
+    if qat is None:
+        model = deployable_model(model)
     is_path = isinstance(path, (str, os.PathLike))
     if not is_path or not os.fspath(path).endswith(".tflite"):
         raise ValueError(
@@ -194,6 +208,10 @@ def export_tflite(
             "Expected `num_calibration` to be a positive int. "
             f"Received: num_calibration={num_calibration!r}"
         )
+    if qat is not None:
+        from keras_compact.quantization.convert import convert_qat
+
+        return convert_qat(qat, path, int8_io=int8_io, sparsity=sparsity)
     calibration = None
     if quantization == "int8":
         if representative_data is None:

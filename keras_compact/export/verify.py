@@ -35,6 +35,8 @@ def verify_tflite(
     warmup_runs=5,
     quantization=None,
     use_default_delegates=None,
+    micro="auto",
+    micro_samples=100,
 ):
     """Compares a `.tflite` file with its Keras model and measures it.
 
@@ -48,10 +50,17 @@ def verify_tflite(
     `report.delegates` records which was used, `report.backend` which
     interpreter.
 
+    For the int8 file of a trainer holding a `QuantizationAwareTraining`
+    technique, the reference is that technique's fake-quant model in
+    inference mode (`report.reference == "fake-quant"`): what the file is
+    meant to compute. Every int8 file is also run on the TensorFlow Lite
+    for Microcontrollers interpreter (`micro`), compared with LiteRT's
+    reference kernels, and its tensor arena measured.
+
     Args:
         path: the `.tflite` file.
         model: the Keras model it was converted from (or an object with a
-            `strip()` method).
+            `strip()` method, or a QAT trainer).
         x: float numpy array, a batch of inputs `(n, ...)`.
         y: optional labels for accuracy: integer class ids `(n,)` or
             `(n, 1)`, or one-hot `(n, classes)`.
@@ -62,6 +71,12 @@ def verify_tflite(
             it from the file's tensor types. Defaults to None.
         use_default_delegates: see `load_interpreter`; None (the default)
             decides from the file.
+        micro: `"auto"` (the default): check int8 files on the micro
+            interpreter when `tflite-micro` is installed, else say in the
+            report how to install it; True: require the check (ImportError
+            when absent); False: skip it.
+        micro_samples: positive int, how many inputs of `x` the micro
+            check runs. Defaults to 100.
 
     Returns:
         An `ExportReport`.
@@ -69,7 +84,10 @@ def verify_tflite(
     Raises:
         TypeError: if `model` is not a `keras.Model` (nor strips to one).
         ValueError: if `x` is empty, `y` does not match it, or
-            `latency_runs` is not a positive int.
+            `latency_runs`, `micro` or `micro_samples` is invalid.
+        ImportError: if `micro=True` and `tflite-micro` is not installed.
+        keras_compact.quantization.micro.MicroUnsupportedOpsError: if the
+            micro runtime lacks ops of an int8 file (they are listed).
 
     Example:
 
@@ -80,7 +98,24 @@ def verify_tflite(
     report.save("m.json")
     ```
     """
+    from keras_compact.quantization.convert import find_qat
+
+    qat = find_qat(model)
     model = deployable_model(model)
+    if micro not in ("auto", True, False):
+        raise ValueError(
+            "Expected `micro` to be 'auto', True or False. "
+            f"Received: micro={micro!r}"
+        )
+    if (
+        isinstance(micro_samples, bool)
+        or not isinstance(micro_samples, int)
+        or micro_samples < 1
+    ):
+        raise ValueError(
+            "Expected `micro_samples` to be a positive int. "
+            f"Received: micro_samples={micro_samples!r}"
+        )
     if (
         isinstance(latency_runs, bool)
         or not isinstance(latency_runs, int)
@@ -106,7 +141,11 @@ def verify_tflite(
     inferred, int8_io = infer_quantization(interpreter)
     sparse = has_sparse_tensors(interpreter)
     tflite_out = run_interpreter(interpreter, x)
-    keras_out = model.predict(x, batch_size=64, verbose=0)
+    reference = model
+    label = "keras"
+    if qat is not None and (quantization or inferred) == "int8":
+        reference, label = qat.quantized_model(), "fake-quant"
+    keras_out = reference.predict(x, batch_size=64, verbose=0)
     tflite_out = _as_list(tflite_out)
     keras_out = _as_list(keras_out)
     if len(tflite_out) != len(keras_out):
@@ -142,6 +181,9 @@ def verify_tflite(
 
     with open(path, "rb") as f:
         data = f.read()
+    micro_fields = {}
+    if (quantization or inferred) == "int8" and micro is not False:
+        micro_fields = _micro_check(path, x[:micro_samples], micro)
     return ExportReport(
         path=os.fspath(path),
         quantization=quantization or inferred,
@@ -159,7 +201,38 @@ def verify_tflite(
         latency_ms_2_threads=latency_2,
         backend=backend,
         delegates=DELEGATES_DEFAULT if used_defaults else DELEGATES_NONE,
+        reference=label,
+        ops=_op_names(path),
+        **micro_fields,
     )
+
+
+def _op_names(path):
+    """The file's ops, listed without delegates (which would show up as a
+    single `DELEGATE` op)."""
+    from keras_compact.quantization.convert import op_names
+
+    try:
+        return op_names(path)
+    except Exception:  # LiteRT without the (private) op listing
+        return None
+
+
+def _micro_check(path, x, required):
+    """The `micro*` fields of a report for an int8 file."""
+    from keras_compact.quantization import micro
+
+    if not micro.available():
+        if required is True:
+            raise ImportError(micro.INSTALL_HINT)
+        return {"micro": "not run: " + micro.INSTALL_HINT}
+    result = micro.check_micro(path, x)
+    return {
+        "micro": "equal" if result["equal"] else "different",
+        "micro_arena_bytes": result["arena_bytes"],
+        "micro_max_abs_diff": result["max_abs_diff"],
+        "micro_samples": result["num_samples"],
+    }
 
 
 def export_and_verify(
@@ -208,6 +281,7 @@ def export_and_verify(
     print(format_reports(reports))
     ```
     """
+    source = model  # a QAT trainer exports its int8 file itself
     model = deployable_model(model)
     if x is None:
         raise ValueError(
@@ -228,7 +302,7 @@ def export_and_verify(
             os.fspath(directory), f"{model.name}_{quantization}.tflite"
         )
         export_tflite(
-            model,
+            source,
             path,
             quantization=quantization,
             representative_data=representative_data,
@@ -239,7 +313,7 @@ def export_and_verify(
         reports.append(
             verify_tflite(
                 path,
-                model,
+                source,
                 x,
                 y,
                 latency_runs=latency_runs,

@@ -1,0 +1,209 @@
+"""Quantization-aware training vs post-training int8 on real CIFAR-10.
+
+For each zoo model and seed, with a fresh seeded pipeline per arm (the same
+batches for every arm of a seed):
+
+1. float: the project's recipe (`train_classifier`, SGD-Nesterov, cosine)
+   for `--epochs` epochs; Keras test accuracy.
+2. post-training int8: the float model converted with 200 calibration
+   images (`export_tflite(..., "int8")`); int8 test accuracy, agreement
+   with the float model.
+3. QAT int8: the float model fine-tuned with
+   `QuantizationAwareTraining` for `--qat-epochs` epochs at
+   `--qat-lr` (BN statistics frozen from the start), exported with the
+   trained ranges; int8 test accuracy, agreement with the fake-quant model.
+
+Every int8 file is verified with `verify_tflite`: accuracy on the test
+images, agreement, max |diff|, latency at batch 1 (LiteRT, 1 and 2
+threads), and on the TensorFlow Lite for Microcontrollers interpreter
+(equal to LiteRT's reference kernels or not, tensor arena size).
+
+    nice -n 10 python benchmarks/qat_cifar10.py --models resnet8 \
+        mobilenet_v2 wrn28_2 --seeds 0 1
+
+Writes benchmarks/results/<name>.{json,md} (default name qat_cifar10).
+"""
+
+import argparse
+import os
+import pathlib
+import sys
+import tempfile
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_SHARED = _ROOT.parent / "shared" / "datasets"
+if "KERAS_COMPACT_DATA_DIR" not in os.environ and _SHARED.is_dir():
+    os.environ["KERAS_COMPACT_DATA_DIR"] = str(_SHARED)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import numpy as np  # noqa: E402
+from harness import RunLog, write_results  # noqa: E402
+
+from keras_compact import data, models, training  # noqa: E402
+from keras_compact.export import export_tflite, verify_tflite  # noqa: E402
+from keras_compact.quantization import QuantizationAwareTraining  # noqa: E402
+from keras_compact.quantization.micro import output_step  # noqa: E402
+
+MODEL_KWARGS = {"mobilenet_v2": {"alpha": 0.35, "cifar_stem": True}}
+
+
+def fresh_splits(args, seed):
+    return data.load_dataset(
+        "cifar10",
+        batch_size=args.batch_size,
+        n_per_class=args.n_per_class,
+        seed=seed,
+        test_n_per_class=args.test_n_per_class,
+    )
+
+
+def test_arrays(splits):
+    x, y = data.as_numpy(splits.test)
+    return x.astype("float32"), np.asarray(y).reshape(-1)
+
+
+def file_row(report):
+    step = output_step(report.path)
+    return {
+        "int8_acc": report.tflite_accuracy,
+        "agreement": report.top1_agreement,
+        "max_abs_diff": report.max_abs_diff,
+        "max_diff_steps": report.max_abs_diff / step if step else None,
+        "reference": report.reference,
+        "size_kb": report.size_bytes / 1024,
+        "latency_ms_1t": report.latency_ms_1_thread,
+        "latency_ms_2t": report.latency_ms_2_threads,
+        "micro": report.micro,
+        "arena_kb": (
+            None
+            if report.micro_arena_bytes is None
+            else report.micro_arena_bytes / 1024
+        ),
+    }
+
+
+def run_seed(args, name, seed, out_dir):
+    kwargs = MODEL_KWARGS.get(name, {})
+    model = models.get_model(name, **kwargs)
+    t0 = time.time()
+    res = training.train_classifier(
+        model,
+        fresh_splits(args, seed),
+        args.epochs,
+        seed=seed,
+        learning_rate=args.lr,
+        verbose=0,
+    )
+    float_s = time.time() - t0
+    splits = fresh_splits(args, seed)
+    x, y = test_arrays(splits)
+    calib = data.representative_images(splits, 200)
+    ptq_path = os.path.join(out_dir, f"{name}_s{seed}_ptq.tflite")
+    export_tflite(model, ptq_path, "int8", representative_data=calib)
+    ptq = verify_tflite(ptq_path, model, x, y, latency_runs=args.latency_runs)
+    float_acc = float(ptq.keras_accuracy)
+
+    t0 = time.time()
+    qat = QuantizationAwareTraining()
+    qres = training.train_classifier(
+        model,
+        fresh_splits(args, seed),
+        args.qat_epochs,
+        techniques=[qat],
+        seed=seed,
+        learning_rate=args.qat_lr,
+        verbose=0,
+    )
+    qat_s = time.time() - t0
+    qat_path = os.path.join(out_dir, f"{name}_s{seed}_qat.tflite")
+    export_tflite(qres.trainer, qat_path, "int8")
+    q = verify_tflite(
+        qat_path, qres.trainer, x, y, latency_runs=args.latency_runs
+    )
+    base = {"model": name, "seed": seed}
+    return [
+        {
+            **base,
+            "arm": "float",
+            "acc": float_acc,
+            "keras_eval_acc": res.test_accuracy,
+            "train_s": float_s,
+        },
+        {
+            **base,
+            "arm": "ptq_int8",
+            "acc": ptq.tflite_accuracy,
+            **file_row(ptq),
+        },  # fmt: skip
+        {
+            **base,
+            "arm": "qat_int8",
+            "acc": q.tflite_accuracy,
+            "fake_quant_acc": q.keras_accuracy,
+            "float_after_qat_acc": qres.test_accuracy,
+            "train_s": qat_s,
+            **file_row(q),
+        },
+    ]
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--models", nargs="+", default=["resnet8"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--n-per-class", type=int, default=500)
+    p.add_argument("--test-n-per-class", type=int, default=None)
+    p.add_argument("--epochs", type=int, default=20)
+    p.add_argument("--lr", type=float, default=0.05)
+    p.add_argument("--qat-epochs", type=int, default=2)
+    p.add_argument("--qat-lr", type=float, default=0.005)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--latency-runs", type=int, default=50)
+    p.add_argument("--name", default="qat_cifar10")
+    p.add_argument("--note", default="")
+    args = p.parse_args()
+    budget = {
+        k: getattr(args, k)
+        for k in (
+            "n_per_class",
+            "test_n_per_class",
+            "epochs",
+            "lr",
+            "qat_epochs",
+            "qat_lr",
+            "batch_size",
+        )
+    }
+    log = RunLog(args.name, budget)
+    with tempfile.TemporaryDirectory(prefix="qat_bench_") as out_dir:
+        for name in args.models:
+            for seed in args.seeds:
+                if log.done(model=name, seed=seed, arm="qat_int8"):
+                    continue
+                for row in run_seed(args, name, seed, out_dir):
+                    log.add(row)
+    rows = [dict(r) for r in log.rows]
+    notes = [
+        "acc: float = Keras accuracy of the float model on the test "
+        "images; ptq_int8 / qat_int8 = accuracy of the int8 .tflite file "
+        "(LiteRT).",
+        "agreement / max_abs_diff: int8 file vs its reference "
+        "(ptq: the float model; qat: the fake-quant model in inference "
+        "mode); max_diff_steps: max_abs_diff in quantization steps of the "
+        "file's output.",
+        "micro: TensorFlow Lite for Microcontrollers outputs vs LiteRT's "
+        "reference kernels on 100 test images; arena_kb: its tensor arena.",
+        "Latency: median at batch 1 on this shared 2-core CPU (noisy).",
+    ]
+    if args.note:
+        notes.insert(0, args.note)
+    columns = []
+    for row in rows:
+        columns += [k for k in row if k not in columns]
+    write_results(args.name, rows, budget, notes, columns=columns)
+
+
+if __name__ == "__main__":
+    main()

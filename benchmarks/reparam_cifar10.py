@@ -1,0 +1,312 @@
+"""Structural re-parameterisation on real CIFAR-10, equal epochs per arm.
+
+Each family of `keras_compact.Reparameterize` (RepVGG, ACNet, ExpandNets)
+against plain training of the same compact model, trained with the
+project's one recipe (`keras_compact.training.train_classifier`:
+SGD-Nesterov 0.9, lr 0.05 with cosine decay, decoupled weight decay 5e-5,
+batch 128, pad-crop + flip) on a stratified subset of the real training
+set (or all of it), the SAME epochs for every arm, evaluated on the full
+real test set (10,000 images) with the folded model, i.e. the user's model
+object after `strip()`: the exact architecture that ships.
+
+- models: zoo `resnet8` and `mobilenet_v2` (alpha 0.35, CIFAR stem);
+- a fresh seeded pipeline per run: within a seed every arm sees the same
+  batches, in the same order, with the same augmentation; deltas are
+  paired per seed;
+- after each run, the fold is checked on a test batch: max |training view
+  (inference mode) - folded model| and the parameter count against plain;
+- step time: each family's training step against plain in ONE paired,
+  interleaved run (`train_on_batch` on the same batch, arms alternated
+  every 2 steps, medians), because this shared machine's speed drifts.
+
+    nice -n 10 python benchmarks/reparam_cifar10.py
+    nice -n 10 python benchmarks/reparam_cifar10.py --models resnet8 \\
+        --families repvgg --n-per-class 100 --epochs 3 --name reparam_small
+
+Writes benchmarks/results/<name>.{json,md} (default reparam_cifar10).
+"""
+
+import argparse
+import json
+import os
+import pathlib
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_SHARED = _ROOT.parent / "shared" / "datasets"
+if "KERAS_COMPACT_DATA_DIR" not in os.environ and _SHARED.is_dir():
+    os.environ["KERAS_COMPACT_DATA_DIR"] = str(_SHARED)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from harness import RESULTS, RunLog, write_results  # noqa: E402
+
+from keras_compact import data, models, training  # noqa: E402
+from keras_compact.reparam import FAMILIES, Reparameterize  # noqa: E402
+
+MODELS = {
+    "resnet8": ("resnet8", {}),
+    "mobilenet_v2_w0.35": (
+        "mobilenet_v2",
+        {"alpha": 0.35, "cifar_stem": True},
+    ),
+}
+
+
+def make_model(key):
+    name, kwargs = MODELS[key]
+    return models.get_model(name, **kwargs)
+
+
+def fresh_splits(args, seed):
+    """A new pipeline for each run: every arm of a seed sees the same
+    batches, in the same order, with the same augmentation."""
+    return data.load_dataset(
+        "cifar10",
+        batch_size=args.batch_size,
+        n_per_class=args.n_per_class,
+        seed=seed,
+    )
+
+
+def techniques(family, seed):
+    if family == "plain":
+        return None
+    return [Reparameterize(family, seed=seed)]
+
+
+def fold_check(res, splits):
+    """max |training view (inference) - folded model| on one test batch."""
+    reps = [t for t in res.trainer.techniques if isinstance(t, Reparameterize)]
+    if not reps:
+        return None, None
+    rep = reps[0]
+    x = next(iter(splits.test))[0]
+    rep.unfold()
+    ref = keras.ops.convert_to_numpy(rep.training_model(x, training=False))
+    model = res.trainer.strip()
+    out = keras.ops.convert_to_numpy(model(x, training=False))
+    return float(np.max(np.abs(ref - out))), rep.report()
+
+
+def paired_step_times(args, key, families, batch, rounds):
+    """Median train_on_batch time of each arm, interleaved with plain."""
+    xb, yb = batch
+    trainers = {}
+    for family in ["plain", *families]:
+        keras.utils.set_random_seed(0)
+        tr = training.Trainer(make_model(key), techniques=techniques(family, 0))
+        tr.compile(
+            optimizer=training.make_optimizer("sgd", 0.05),
+            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        )
+        for _ in range(3):
+            tr.train_on_batch(xb, yb)
+        trainers[family] = tr
+    times = {n: [] for n in trainers}
+    for _ in range(rounds):
+        for name, tr in trainers.items():
+            for _ in range(2):
+                t0 = time.perf_counter()
+                tr.train_on_batch(xb, yb)
+                times[name].append(time.perf_counter() - t0)
+    return {n: float(np.median(t)) * 1e3 for n, t in times.items()}
+
+
+def summarize(rows, seeds):
+    """One row per (model, arm): mean, per-seed values, paired deltas."""
+    by = {}
+    for r in rows:
+        by.setdefault((r["model"], r["arm"]), {})[r["seed"]] = r
+    out = []
+    for (model, arm), per_seed in by.items():
+        accs = [100 * per_seed[s]["test_acc"] for s in seeds if s in per_seed]
+        plain = by.get((model, "plain"), {})
+        deltas = [
+            100 * (per_seed[s]["test_acc"] - plain[s]["test_acc"])
+            for s in seeds
+            if s in per_seed and s in plain
+        ]
+        first = per_seed[min(per_seed)]
+        out.append(
+            {
+                "model": model,
+                "arm": arm,
+                "test_acc_mean": float(np.mean(accs)),
+                "test_acc_per_seed": " / ".join(f"{a:.2f}" for a in accs),
+                "delta_vs_plain": float(np.mean(deltas))
+                if deltas and arm != "plain"
+                else None,
+                "delta_per_seed": " / ".join(f"{d:+.2f}" for d in deltas)
+                if arm != "plain"
+                else None,
+                "max_fold_error": max(
+                    (per_seed[s].get("fold_error") or 0.0) for s in per_seed
+                )
+                if arm != "plain"
+                else None,
+                "params": first["params"],
+                "extra_train_params": first.get("extra_train_params"),
+                "step_ratio_vs_plain": first.get("step_ratio_vs_plain"),
+            }
+        )
+    return out
+
+
+COLUMNS = [
+    "model",
+    "arm",
+    "test_acc_mean",
+    "test_acc_per_seed",
+    "delta_vs_plain",
+    "delta_per_seed",
+    "max_fold_error",
+    "params",
+    "extra_train_params",
+    "step_ratio_vs_plain",
+]
+
+
+def verdicts(summary, seeds):
+    notes = []
+    for key in sorted({r["model"] for r in summary}):
+        fams = [
+            r
+            for r in summary
+            if r["model"] == key and r["arm"] != "plain" and r["delta_per_seed"]
+        ]
+        if not fams:
+            continue
+        best = max(fams, key=lambda r: r["delta_vs_plain"])
+        per_seed = [float(d) for d in best["delta_per_seed"].split(" / ")]
+        ok = len(per_seed) == len(seeds) and all(d >= 0.5 for d in per_seed)
+        notes.append(
+            f"{key}: best family {best['arm']} "
+            f"{best['delta_vs_plain']:+.2f} points vs plain (per seed "
+            f"{best['delta_per_seed']}): goal (>= +0.5 on every seed) "
+            f"{'MET' if ok else 'NOT met'}."
+        )
+    return notes
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--models", nargs="+", default=list(MODELS), choices=list(MODELS)
+    )
+    p.add_argument(
+        "--families", nargs="+", default=list(FAMILIES), choices=FAMILIES
+    )
+    p.add_argument(
+        "--n-per-class",
+        type=int,
+        default=None,
+        help="stratified training subset per class (default: all)",
+    )
+    p.add_argument("--epochs", type=int, default=30)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument("--timing-rounds", type=int, default=10)
+    p.add_argument("--name", default="reparam_cifar10")
+    p.add_argument("--note", action="append", default=[])
+    args = p.parse_args()
+
+    arms = ["plain", *args.families]
+    budget = {
+        "dataset": "CIFAR-10 (real): "
+        + (
+            f"stratified subset of {args.n_per_class}/class = "
+            f"{10 * args.n_per_class} train images"
+            if args.n_per_class
+            else "the full training set"
+        )
+        + " (10% held out for val), full 10,000 test images",
+        "models": args.models,
+        "arms": arms,
+        "epochs": args.epochs,
+        "batch_size": args.batch_size,
+        "seeds": args.seeds,
+        "data": "a fresh seeded pipeline per run: within a seed every arm "
+        "sees the same batches in the same order with the same "
+        "augmentation",
+        "recipe": "SGD-Nesterov 0.9, lr 0.05 cosine to 0, decoupled wd "
+        "5e-5 (not on BN/bias), pad-crop+flip; same for all",
+        "reparam": "Reparameterize defaults: every eligible layer, "
+        "expansion r=4, RepVGG identity where allowed; test accuracy of "
+        "the folded (stripped) model",
+    }
+    log = RunLog(args.name, budget)
+    t_start = time.perf_counter()
+    for key in args.models:
+        for seed in args.seeds:
+            for arm in arms:
+                if log.done(model=key, seed=seed, arm=arm):
+                    continue
+                model = make_model(key)
+                params = model.count_params()
+                splits = fresh_splits(args, seed)
+                res = training.train_classifier(
+                    model,
+                    splits,
+                    args.epochs,
+                    techniques=techniques(arm, seed),
+                    seed=seed,
+                    verbose=0,
+                )
+                error, report = fold_check(res, splits)
+                stripped = res.trainer.strip()
+                log.add(
+                    {
+                        "model": key,
+                        "seed": seed,
+                        "arm": arm,
+                        "test_acc": res.test_accuracy,
+                        "params": params,
+                        "params_after_strip": stripped.count_params(),
+                        "fold_error": error,
+                        "extra_train_params": None
+                        if report is None
+                        else report["extra_params"],
+                        "layers_applied": None
+                        if report is None
+                        else len(report["applied"]),
+                        "layers_skipped": None
+                        if report is None
+                        else len(report["skipped"]),
+                        "train_s": res.seconds,
+                        "fit_median_step_ms": res.median_step_ms,
+                    }
+                )
+        splits = fresh_splits(args, args.seeds[0])
+        batch = next(iter(splits.train))
+        batch = (batch[0].numpy(), batch[1].numpy())
+        med = paired_step_times(
+            args, key, args.families, batch, args.timing_rounds
+        )
+        for r in log.rows:
+            if r["model"] == key:
+                r["paired_step_ms"] = med[r["arm"]]
+                r["step_ratio_vs_plain"] = med[r["arm"]] / med["plain"]
+    summary = summarize(log.rows, args.seeds)
+    notes = [
+        *args.note,
+        *verdicts(summary, args.seeds),
+        "Step ratio: median paired train_on_batch time of the arm over "
+        "plain's, same batch, interleaved (training cost only: the "
+        "deployed model is the plain architecture).",
+        f"Wall time of the whole benchmark: "
+        f"{(time.perf_counter() - t_start) / 60:.1f} min.",
+    ]
+    payload = write_results(
+        args.name, summary, budget, notes=notes, columns=COLUMNS
+    )
+    # The individual runs go to the JSON file next to the summary.
+    payload["runs"] = log.rows
+    (RESULTS / f"{args.name}.json").write_text(json.dumps(payload, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,404 @@
+"""Quantization-aware training: fake quantization, BN folding, int8 export
+with the trained ranges, and the microcontroller runtime check.
+
+Kept fast: one tiny CNN trained on real Fashion-MNIST images and one
+ResNet-8 on real CIFAR-10 images (module fixtures shared by the tests), the
+rest on small random inputs.
+"""
+
+import os
+
+import keras
+import numpy as np
+import pytest
+
+import keras_compact as kc
+from keras_compact.export import export_tflite, run_tflite, verify_tflite
+from keras_compact.quantization import (
+    NotInt8Error,
+    QuantizationAwareTraining,
+    QuantizationPlan,
+    check_int8_ops,
+    fake_quant,
+    micro,
+)
+from keras_compact.quantization.micro import output_step
+
+
+def loss():
+    return keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def real_subset(name, n_train, n_test, seed=0):
+    """Random (not class-sorted) real train and test images in [0, 1]."""
+    d = os.environ.get("KERAS_COMPACT_DATA_DIR")
+    if not d or not os.path.isdir(d):
+        pytest.skip("real datasets not found (set KERAS_COMPACT_DATA_DIR)")
+    from keras_compact.data.loaders import load_arrays
+
+    (xt, yt), (xs, ys) = load_arrays(name, data_dir=d)
+    rng = np.random.default_rng(seed)
+    it = rng.permutation(len(xt))[:n_train]
+    iv = rng.permutation(len(xs))[:n_test]
+    return (
+        (xt[it].astype("float32") / 255, yt[it].astype("int32")),
+        (xs[iv].astype("float32") / 255, ys[iv].astype("int32")),
+    )
+
+
+def train_and_export(name, data, path, float_epochs, qat_images, **kw):
+    (x, y), _ = data
+    keras.utils.set_random_seed(0)
+    model = kc.models.get_model(name, **kw)
+    model.compile(keras.optimizers.Adam(3e-3), loss())
+    model.fit(x, y, batch_size=64, epochs=float_epochs, verbose=0)
+    qat = QuantizationAwareTraining()
+    trainer = kc.Trainer(model, techniques=[qat])
+    trainer.compile(keras.optimizers.Adam(3e-4), loss())
+    trainer.fit(
+        x[:qat_images], y[:qat_images], batch_size=64, epochs=1, verbose=0
+    )
+    export_tflite(trainer, path, quantization="int8")
+    return model, qat, trainer
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """tiny_cnn: float training then QAT on real Fashion-MNIST, exported."""
+    data = real_subset("fashion_mnist", 2048, 500)
+    path = str(tmp_path_factory.mktemp("qat") / "tiny_int8.tflite")
+    model, qat, trainer = train_and_export("tiny_cnn", data, path, 1, 1024)
+    return dict(model=model, qat=qat, trainer=trainer, path=path, test=data[1])
+
+
+def agreement(path, qat, x):
+    ref = qat.quantized_model().predict(x, verbose=0)
+    out = run_tflite(path, x)
+    steps = float(np.max(np.abs(out - ref))) / output_step(path)
+    return float(np.mean(out.argmax(-1) == ref.argmax(-1))), steps
+
+
+# ----------------------------------------------------------------------
+# Pure parts: BN folding, weight grid, where the model is quantized
+# ----------------------------------------------------------------------
+def random_bn(channels, rng, ndim):
+    bn = keras.layers.BatchNormalization(epsilon=1e-3)
+    bn.build((None,) * (ndim - 1) + (channels,))
+    bn.gamma.assign(rng.uniform(0.5, 2.0, channels))
+    bn.beta.assign(rng.normal(size=channels))
+    bn.moving_mean.assign(rng.normal(size=channels))
+    bn.moving_variance.assign(rng.uniform(0.1, 3.0, channels))
+    return bn
+
+
+@pytest.mark.parametrize(
+    "kind,size,stride",
+    [
+        ("conv", 9, 2),
+        ("conv", 8, 2),
+        ("conv", 7, 1),
+        ("depthwise", 9, 2),
+        ("depthwise", 8, 1),
+        ("dense", 0, 0),
+    ],
+)
+def test_bn_folding_is_exact_in_float(kind, size, stride):
+    rng = np.random.default_rng(0)
+    if kind == "dense":
+        layer = keras.layers.Dense(6, use_bias=True)
+        x = rng.normal(size=(4, 5)).astype("float32")
+        channels = 6
+    elif kind == "conv":
+        layer = keras.layers.Conv2D(6, 3, strides=stride, padding="same")
+        x = rng.normal(size=(2, size, size, 3)).astype("float32")
+        channels = 6
+    else:
+        layer = keras.layers.DepthwiseConv2D(
+            3, strides=stride, depth_multiplier=2, padding="same"
+        )
+        x = rng.normal(size=(2, size, size, 3)).astype("float32")
+        channels = 6
+    layer(x)
+    layer.bias.assign(rng.normal(size=channels))
+    bn = random_bn(channels, rng, x.ndim)
+    expected = bn(layer(x), training=False)
+    kernel, bias = fake_quant.fold_batch_norm(
+        layer.kernel, layer.bias, bn, kind
+    )
+    if kind == "dense":
+        got = x @ keras.ops.convert_to_numpy(kernel)
+    elif kind == "conv":
+        got = keras.ops.conv(x, kernel, strides=stride, padding="same")
+    else:
+        got = keras.ops.depthwise_conv(
+            x, kernel, strides=stride, padding="same"
+        )
+    got = keras.ops.convert_to_numpy(got + bias)
+    np.testing.assert_allclose(got, expected, atol=1e-5, rtol=1e-5)
+
+
+def test_weights_are_quantized_per_output_channel_on_tflite_axis():
+    rng = np.random.default_rng(1)
+    # Depthwise (kh, kw, in=3, multiplier=2): channels are in * multiplier.
+    kernel = rng.normal(size=(3, 3, 3, 2)).astype("float32")
+    kernel[..., 1, 0] *= 1e-3  # one tiny channel keeps its own scale
+    q = keras.ops.convert_to_numpy(
+        fake_quant.quantize_weights(kernel, "depthwise")
+    ).reshape(9, 6)
+    flat = kernel.reshape(9, 6)
+    for c in range(6):
+        scale = np.max(np.abs(flat[:, c])) / 127
+        levels = q[:, c] / scale
+        np.testing.assert_allclose(levels, np.round(levels), atol=1e-3)
+        assert np.max(np.abs(levels)) == pytest.approx(127, abs=1e-3)
+    conv = rng.normal(size=(3, 3, 2, 4)).astype("float32")
+    conv[..., 0, :] = 0.0  # exact zeros stay zero
+    qc = keras.ops.convert_to_numpy(fake_quant.quantize_weights(conv, "conv"))
+    assert np.all(qc[..., 0, :] == 0.0)
+
+
+def test_plan_quantizes_where_tflite_does():
+    plan = QuantizationPlan(kc.models.get_model("resnet8"))
+    fused = {tuple(e["layers"]) for e in plan.entries if e["kind"] == "fused"}
+    assert ("stem_conv", "stem_bn", "stem_relu") in fused
+    assert ("stage2_block1_conv2", "stage2_block1_bn2") in fused
+    requant = [e["layers"] for e in plan.entries if e["kind"] == "requantize"]
+    assert ["stage1_block1_add", "stage1_block1_out"] in requant
+    assert ["gap"] in requant
+    # Never a range between a conv and its BN.
+    assert not any(
+        k.endswith("_conv1") or k.endswith("_bn1") for k in plan.keys
+    )
+    # Pre-activation BN (WRN) is its own fused scale with its ReLU.
+    wrn = QuantizationPlan(kc.models.get_model("wrn16_2"))
+    kinds = {tuple(e["layers"]): e["kind"] for e in wrn.entries}
+    assert (
+        kinds[("stage1_block2_preact_bn", "stage1_block2_preact_relu")]
+        == "batch_norm"
+    )
+    assert kinds[("stem_conv", "stage1_block1_preact_bn",
+                  "stage1_block1_preact_relu")] == "fused"  # fmt: skip
+    mnv2 = QuantizationPlan(
+        kc.models.get_model("mobilenet_v2", alpha=0.35, cifar_stem=True)
+    )
+    assert ("block2_dw", "block2_dw_bn", "block2_dw_relu") in {
+        tuple(e["layers"]) for e in mnv2.entries
+    }
+    assert not mnv2.skipped
+
+
+# ----------------------------------------------------------------------
+# Int8 file vs the fake-quant model, microcontroller runtime
+# ----------------------------------------------------------------------
+def test_tiny_cnn_int8_file_equals_fake_quant_model(tiny):
+    x, y = tiny["test"]
+    report = verify_tflite(tiny["path"], tiny["trainer"], x, y, latency_runs=3)
+    assert report.reference == "fake-quant"
+    assert report.quantization == "int8"
+    assert report.top1_agreement >= 0.995
+    assert report.max_abs_diff <= 2 * output_step(tiny["path"]) * 1.0001
+    assert not any(op.startswith("Flex") for op in report.ops)
+    assert report.ops[0] == "QUANTIZE" and "CONV_2D" in report.ops
+    if micro.available():
+        assert report.micro == "equal"
+        assert report.micro_samples == 100
+        assert report.micro_arena_bytes > 0
+    else:
+        assert "pip install tflite-micro" in report.micro
+
+
+def test_micro_runtime_equals_litert_on_100_images(tiny):
+    if not micro.available():
+        pytest.skip("tflite-micro is not installed (pip install tflite-micro)")
+    x, _ = tiny["test"]
+    result = micro.check_micro(tiny["path"], x[:100])
+    assert result["equal"] and result["max_abs_diff"] == 0.0
+    assert result["num_samples"] == 100
+    assert 1000 < result["arena_bytes"] < 1_000_000
+
+
+def test_only_builtin_int8_ops_and_float_ops_are_named(tiny, tmp_path):
+    names = check_int8_ops(tiny["path"])
+    assert set(names) <= {
+        "QUANTIZE",
+        "CONV_2D",
+        "MAX_POOL_2D",
+        "MEAN",
+        "RESHAPE",
+        "DEQUANTIZE",
+    }
+    float_path = str(tmp_path / "float.tflite")
+    export_tflite(tiny["model"], float_path, quantization="float32")
+    with pytest.raises(NotInt8Error, match="CONV_2D") as info:
+        check_int8_ops(float_path)
+    assert any("FULLY_CONNECTED" in op for op in info.value.ops)
+
+
+def test_int8_io_file_agrees(tiny, tmp_path):
+    path = str(tmp_path / "io.tflite")
+    export_tflite(tiny["trainer"], path, quantization="int8", int8_io=True)
+    x, _ = tiny["test"]
+    agree, steps = agreement(path, tiny["qat"], x[:200])
+    print(f"tiny_cnn int8 I/O: agreement {agree:.4f}, {steps:.3f} steps")
+    assert agree >= 0.99 and steps <= 2.0001
+
+
+def test_resnet8_cifar10_int8_file_equals_fake_quant_model(tmp_path):
+    data = real_subset("cifar10", 2048, 500)
+    path = str(tmp_path / "resnet8.tflite")
+    _, qat, _ = train_and_export("resnet8", data, path, 2, 512)
+    agree, steps = agreement(path, qat, data[1][0])
+    print(f"resnet8: agreement {agree:.4f}, max diff {steps:.3f} steps")
+    assert agree >= 0.995, agree
+    assert steps <= 2.0001, steps
+    assert "ADD" in check_int8_ops(path)
+
+
+# ----------------------------------------------------------------------
+# Technique contract: strip, serialization, start, composition
+# ----------------------------------------------------------------------
+def test_strip_returns_the_users_float_model_unchanged(tiny):
+    model, trainer = tiny["model"], tiny["trainer"]
+    assert trainer.strip() is model
+    x, _ = tiny["test"]
+    np.testing.assert_array_equal(
+        trainer.predict(x[:32], verbose=0), model.predict(x[:32], verbose=0)
+    )
+    assert [type(layer) for layer in model.layers] == [
+        type(layer) for layer in kc.models.get_model("tiny_cnn").layers
+    ]
+
+
+def test_keras_round_trip_restores_ranges_and_fake_quant_outputs(
+    tiny, tmp_path
+):
+    path = str(tmp_path / "qat.keras")
+    tiny["trainer"].save(path)
+    loaded = keras.saving.load_model(path)  # no custom_objects
+    qat2 = loaded.techniques[0]
+    assert isinstance(qat2, QuantizationAwareTraining)
+    assert qat2.get_config() == tiny["qat"].get_config()
+    for key, var in tiny["qat"].ranges.items():
+        np.testing.assert_array_equal(var.numpy(), qat2.ranges[key].numpy())
+    x, _ = tiny["test"]
+    np.testing.assert_allclose(
+        qat2.quantized_model().predict(x[:32], verbose=0),
+        tiny["qat"].quantized_model().predict(x[:32], verbose=0),
+        atol=1e-6,
+    )
+
+
+def small_model(shape=(12, 12, 1)):
+    keras.utils.set_random_seed(1)
+    return kc.models.get_model("tiny_cnn", input_shape=shape)
+
+
+def small_data(n=64, shape=(12, 12, 1)):
+    rng = np.random.default_rng(0)
+    return (
+        rng.uniform(0, 1, (n,) + shape).astype("float32"),
+        rng.integers(0, 10, n).astype("int32"),
+    )
+
+
+def test_fractional_start_and_bn_freezing():
+    x, y = small_data()
+    model = small_model()
+    qat = QuantizationAwareTraining(start=0.5, freeze_bn_delay=2)
+    trainer = kc.Trainer(model, techniques=[qat])
+    trainer.compile(keras.optimizers.SGD(0.01), loss())
+    with pytest.raises(ValueError, match="quant_steps=0"):
+        qat.export_model()
+    bn = model.get_layer("conv1_bn")
+    seen = []
+
+    class Watch(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            seen.append(bn.moving_mean.numpy().copy())
+
+    trainer.fit(x, y, batch_size=16, epochs=2, verbose=0, callbacks=[Watch()])
+    assert int(qat.start_step.numpy()) == 4  # after 1 of 2 epochs
+    assert int(qat.quant_steps.numpy()) == 4
+    # Float steps and 2 QAT steps update the BN statistics, then frozen.
+    assert not np.array_equal(seen[4], seen[5])
+    np.testing.assert_array_equal(seen[6], seen[7])
+    assert np.all(np.isfinite(trainer.predict(x[:4], verbose=0)))
+
+
+def test_composes_with_sparse_training_zeros_stay_zero(tmp_path):
+    x, y = small_data(128)
+    model = small_model()
+    sparse = kc.SparseTraining(0.9, policy="static", dense_layers=None, seed=0)
+    qat = QuantizationAwareTraining()
+    trainer = kc.Trainer(model, techniques=[sparse, qat])
+    trainer.compile(keras.optimizers.Adam(1e-3), loss())
+    trainer.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    path = str(tmp_path / "sparse.tflite")
+    export_tflite(trainer, path, quantization="int8")
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_path=path)
+    kernels = [
+        interpreter.get_tensor(t["index"])
+        for t in interpreter.get_tensor_details()
+        if t["dtype"] == np.int8 and len(t["shape"]) >= 2
+        and t["quantization_parameters"]["scales"].size > 1
+    ]  # fmt: skip
+    total = sum(k.size for k in kernels)
+    zeros = sum(int(np.sum(k == 0)) for k in kernels)
+    assert len(kernels) == 4 and zeros / total >= 0.9
+    agree, steps = agreement(path, qat, x)
+    assert steps <= 2.0001
+
+
+def test_composes_with_distillation():
+    x, y = small_data()
+    teacher = small_model()
+    student = small_model()
+    qat = QuantizationAwareTraining()
+    trainer = kc.Trainer(student, techniques=[kc.Distillation(teacher), qat])
+    trainer.compile(keras.optimizers.Adam(1e-3), loss())
+    history = trainer.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert np.isfinite(history.history["distillation_loss"][-1])
+    assert int(qat.quant_steps.numpy()) == 2
+
+
+@pytest.mark.parametrize(
+    "kwargs,error,match",
+    [
+        ({"start": "0"}, TypeError, "Received: start='0'"),
+        ({"start": True}, TypeError, "start=True"),
+        ({"start": -1}, ValueError, "Received: start=-1"),
+        ({"start": 1.5}, ValueError, "Received: start=1.5"),
+        ({"freeze_bn_delay": 1.0}, TypeError, "freeze_bn_delay=1.0"),
+        ({"freeze_bn_delay": -2}, ValueError, "freeze_bn_delay=-2"),
+        ({"ema_decay": "x"}, TypeError, "ema_decay='x'"),
+        ({"ema_decay": 1.0}, ValueError, "ema_decay=1.0"),
+    ],
+)
+def test_bad_arguments_raise(kwargs, error, match):
+    with pytest.raises(error, match=match):
+        QuantizationAwareTraining(**kwargs)
+
+
+def test_verify_rejects_bad_micro_arguments(tiny):
+    x, _ = tiny["test"]
+    with pytest.raises(ValueError, match="micro='yes'"):
+        verify_tflite(tiny["path"], tiny["trainer"], x[:4], micro="yes")
+    with pytest.raises(ValueError, match="micro_samples=0"):
+        verify_tflite(tiny["path"], tiny["trainer"], x[:4], micro_samples=0)
+
+
+def test_missing_micro_ops_are_listed(tiny, monkeypatch):
+    if not micro.available():
+        pytest.skip("tflite-micro is not installed (pip install tflite-micro)")
+    from tflite_micro.python.tflite_micro import runtime
+
+    def refuse(*args, **kwargs):
+        os.write(2, b"Didn't find op for builtin opcode 'GELU'\n")
+        raise RuntimeError("TFLM failed to allocate tensors")
+
+    monkeypatch.setattr(runtime.Interpreter, "from_file", refuse)
+    with pytest.raises(micro.MicroUnsupportedOpsError, match="GELU") as e:
+        micro.run_micro(tiny["path"], tiny["test"][0][:2])
+    assert e.value.ops == ["GELU"]
