@@ -60,27 +60,32 @@ def test_train_then_export_on_digits(tmp_path, capsys):
 
 def test_demo_runs_end_to_end_on_real_data(tmp_path, data_dir, capsys):
     code = main(
-        [
-            "demo",
-            "--epochs",
-            "1",
-            "--n-per-class",
-            "10",
-            "--data-dir",
-            data_dir,
-            "--output",
-            str(tmp_path),
-        ]
+        ["demo", "--quick", "--data-dir", data_dir, "--output", str(tmp_path)]
     )
     assert code == 0
     summary = json.loads((tmp_path / "demo.json").read_text())
-    assert [r["run"] for r in summary["runs"]] == [
-        "teacher",
-        "student plain",
-        "student + KD",
+    assert summary["teacher"]["arm"] == "teacher"
+    assert [r["arm"] for r in summary["runs"]] == [
+        "plain",
+        "auxiliary",
+        "netaug",
+        "dsr 50%",
+        "distillation",
+        "distill+aux",
     ]
+    # Every arm deploys the same tiny model; DSR's is half zeros.
+    params = {r["params"] for r in summary["runs"]}
+    assert len(params) == 1
+    dsr = summary["runs"][3]
+    assert (
+        dsr["nonzero_kernel_weights"]
+        < summary["runs"][0]["nonzero_kernel_weights"]
+    )
     assert [r["quantization"] for r in summary["tflite"]] == ["float32", "int8"]
-    assert "KD vs plain" in capsys.readouterr().out
+    assert summary["tflite"][1]["top1_agreement"] > 0.9
+    assert (tmp_path / "demo.png").stat().st_size > 1000
+    out = capsys.readouterr().out
+    assert "vs plain" in out and "distill+aux" in out
 
 
 @pytest.mark.parametrize(

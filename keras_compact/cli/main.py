@@ -1,7 +1,6 @@
 """The `keras-compact` command: models, train, export, demo."""
 
 import argparse
-import json
 import os
 import pathlib
 import sys
@@ -17,18 +16,33 @@ def _add_data_args(p, dataset="fashion_mnist"):
     p.add_argument(
         "--dataset",
         default=dataset,
-        help="fashion_mnist, cifar10 or digits (default: %(default)s)",
+        help="fashion_mnist, cifar10, digits, or a folder of images in "
+        "class sub-folders (default: %(default)s)",
     )
     p.add_argument(
         "--data-dir",
         default=None,
-        help="folder with the dataset files (else "
+        help="folder with the built-in datasets' files (else "
         "$KERAS_COMPACT_DATA_DIR, then the Keras cache)",
     )
     p.add_argument(
         "--download",
         action="store_true",
-        help="allow downloading the dataset if no local copy",
+        help="allow downloading a built-in dataset if no local copy",
+    )
+    p.add_argument(
+        "--image-size",
+        type=int,
+        default=None,
+        help="folder of images only: resize to SIZE x SIZE (default: the "
+        "first image's size)",
+    )
+    p.add_argument(
+        "--validation-split",
+        type=float,
+        default=0.1,
+        help="fraction of the training images held out for validation "
+        "(default: %(default)s)",
     )
     p.add_argument(
         "--n-per-class",
@@ -41,17 +55,9 @@ def _add_data_args(p, dataset="fashion_mnist"):
 
 
 def _load(args, augment=True):
-    from keras_compact import data
+    from keras_compact.cli.run import load_splits
 
-    return data.load_dataset(
-        args.dataset,
-        batch_size=args.batch_size,
-        n_per_class=args.n_per_class,
-        augment=augment,
-        seed=args.seed,
-        data_dir=args.data_dir,
-        download=args.download,
-    )
+    return load_splits(args, augment=augment)
 
 
 def cmd_models(args):
@@ -80,64 +86,24 @@ def cmd_models(args):
     return 0
 
 
-def _techniques(args, info):
-    import keras
-
-    from keras_compact import training
-
-    techniques = []
-    if args.teacher:
-        teacher = keras.saving.load_model(args.teacher)
-        techniques.append(
-            training.Distillation(
-                teacher, temperature=args.kd_temperature, alpha=args.kd_alpha
-            )
-        )
-    return techniques
-
-
 def cmd_train(args):
-    import keras
+    from keras_compact.cli.run import check_args, train_run
 
-    from keras_compact import models, training
-
+    techniques = check_args(args)
+    summary = train_run(args, techniques, args.output)
     out = pathlib.Path(args.output)
-    out.mkdir(parents=True, exist_ok=True)
-    splits = _load(args)
-    model = models.get_model(
-        args.model,
-        input_shape=splits.info.input_shape,
-        num_classes=splits.info.num_classes,
-    )
-    backup = keras.callbacks.BackupAndRestore(str(out / "backup"))
-    result = training.train_classifier(
-        model,
-        splits,
-        args.epochs,
-        techniques=_techniques(args, splits.info),
-        optimizer=args.optimizer,
-        learning_rate=args.learning_rate,
-        seed=args.seed,
-        callbacks=[backup],
-    )
-    compact = result.trainer.strip()
-    compact.save(out / "model.keras")
-    summary = {
-        "model": args.model,
-        "dataset": args.dataset,
-        "epochs": args.epochs,
-        "test_accuracy": result.test_accuracy,
-        "test_loss": result.test_loss,
-        "median_step_ms": result.median_step_ms,
-        "seconds": result.seconds,
-        "history": result.history,
-    }
-    (out / "history.json").write_text(json.dumps(summary, indent=2))
     print(
-        f"test accuracy {result.test_accuracy:.4f}; saved "
-        f"{out / 'model.keras'} and {out / 'history.json'}"
+        f"test accuracy {summary['test_accuracy']:.4f} ({summary['recipe']});"
+        f" saved {out / 'model.keras'}, {out / 'history.json'}, "
+        f"TensorBoard logs in {out / 'logs'}"
     )
     return 0
+
+
+def cmd_compare(args):
+    from keras_compact.cli.compare import run_compare
+
+    return run_compare(args)
 
 
 def cmd_export(args):
@@ -168,6 +134,46 @@ def cmd_demo(args):
     return run_demo(args)
 
 
+def _add_run_args(p, output):
+    from keras_compact.cli.techniques import add_technique_arguments
+
+    g = p.add_argument_group("model and training")
+    g.add_argument(
+        "--model",
+        default="tiny_cnn",
+        help="a zoo model name (see `keras-compact models`) or your own "
+        ".keras file (default: %(default)s)",
+    )
+    g.add_argument(
+        "--width",
+        type=float,
+        default=None,
+        help="zoo models only: width_multiplier",
+    )
+    g.add_argument("--epochs", type=int, default=5)
+    g.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    g.add_argument("--learning-rate", type=float, default=0.05)
+    g.add_argument(
+        "--output",
+        default=output,
+        help="output folder (default: %(default)s)",
+    )
+    g.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace the run in --output instead of resuming it",
+    )
+    g.add_argument(
+        "--verbose",
+        type=int,
+        default=2,
+        choices=[0, 1, 2],
+        help="Keras fit verbosity (default: %(default)s, a line per epoch)",
+    )
+    _add_data_args(p.add_argument_group("data"))
+    add_technique_arguments(p)
+
+
 def build_parser():
     parser = argparse.ArgumentParser(
         prog="keras-compact",
@@ -178,25 +184,43 @@ def build_parser():
     p = sub.add_parser("models", help="list the model zoo")
     p.set_defaults(fn=cmd_models)
 
-    p = sub.add_parser("train", help="train a zoo model on a dataset")
-    p.add_argument("--model", default="tiny_cnn")
-    _add_data_args(p)
-    p.add_argument("--epochs", type=int, default=5)
-    p.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
-    p.add_argument("--learning-rate", type=float, default=0.05)
-    p.add_argument(
-        "--teacher",
-        default=None,
-        help="a trained .keras teacher: adds knowledge distillation",
+    p = sub.add_parser(
+        "train",
+        help="train a zoo or .keras model with any mix of techniques",
+        description="Train a zoo model or your own .keras model on a "
+        "built-in dataset or a folder of images, with any combination of "
+        "the technique flags below. The output folder holds model.keras "
+        "(deployable), history.json/.csv, TensorBoard logs/ and a backup/: "
+        "rerunning the same command resumes an interrupted run.",
+        epilog="Examples:\n"
+        "  keras-compact train --aux --sparse 0.8 --output runs/a\n"
+        "  keras-compact train --model my.keras --dataset photos/ "
+        "--image-size 64 --netaug --distill teacher.keras\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
-    p.add_argument("--kd-alpha", type=float, default=0.9)
-    p.add_argument("--kd-temperature", type=float, default=4.0)
-    p.add_argument(
-        "--output",
-        default="runs/train",
-        help="output folder (model.keras, history.json, backup/)",
-    )
+    _add_run_args(p, output="runs/train")
     p.set_defaults(fn=cmd_train)
+
+    p = sub.add_parser(
+        "compare",
+        help="plain training against a recipe, over several seeds",
+        description="Train the model plainly and with the recipe given by "
+        "the technique flags, for --seeds seeds each, on the same data; "
+        "print a table (mean and spread per arm) and save compare.json, "
+        "compare.csv and compare.png (accuracy against training time).",
+        epilog="Example:\n"
+        "  keras-compact compare --dataset photos/ --aux --sparse 0.8 "
+        "--seeds 3 --epochs 5\n",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _add_run_args(p, output="runs/compare")
+    p.add_argument(
+        "--seeds",
+        type=int,
+        default=3,
+        help="seeds per arm (default: %(default)s)",
+    )
+    p.set_defaults(fn=cmd_compare)
 
     p = sub.add_parser(
         "export", help="export a .keras model to a verified .tflite"
@@ -225,8 +249,8 @@ def build_parser():
 
     p = sub.add_parser(
         "demo",
-        help="the main job: plain vs distilled tiny "
-        "model on real data, int8 export, verified",
+        help="the main job: a tiny model on real data, plain vs each "
+        "technique and a combined recipe, int8 export verified",
     )
     _add_data_args(p)
     p.add_argument(
@@ -235,14 +259,32 @@ def build_parser():
         default=None,
         help="epochs per model (default: the demo's budget)",
     )
+    p.add_argument(
+        "--quick",
+        action="store_true",
+        help="a tiny budget (a smoke test, not a comparison)",
+    )
+    p.add_argument("--verbose", type=int, default=0, choices=[0, 1, 2])
     p.add_argument("--output", default="runs/demo")
     p.set_defaults(fn=cmd_demo)
     return parser
 
 
 def main(argv=None):
+    """Runs the `keras-compact` command.
+
+    Args:
+        argv: the arguments (default: `sys.argv[1:]`).
+
+    Returns:
+        The exit status: 0 on success, 2 for a usage error (the message,
+        on stderr, names the flag and the value received).
+    """
     _quiet_tf()
-    args = build_parser().parse_args(argv)
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as e:  # argparse's usage errors and --help
+        return e.code if isinstance(e.code, int) else 2
     start = time.perf_counter()
     try:
         code = args.fn(args)

@@ -11,6 +11,8 @@ and `"digits"` (scikit-learn's 8x8 digits, no files needed).
   augmentation. Epoch `e` of seed `s` is the same batches in any process,
   whatever ran before (`epoch_permutation`): give each arm of a comparison
   its own pipeline and all arms see the same data.
+- `load_image_folder(directory, ...)`: the same pipelines for a folder of
+  images in class sub-folders (the user's own photos).
 - `dataset_info(name)`: number of classes, input shape and class names.
 - `representative_images(...)`, `as_numpy(...)`: numpy arrays back out.
 
@@ -25,6 +27,7 @@ model.evaluate(splits.test)
 ```
 """
 
+from keras_compact.data.folder import is_image_folder, load_image_folder
 from keras_compact.data.loaders import DatasetNotFoundError, load_arrays
 from keras_compact.data.numpy_utils import as_numpy, representative_images
 from keras_compact.data.pipeline import (
@@ -41,8 +44,10 @@ __all__ = [
     "as_numpy",
     "epoch_permutation",
     "dataset_info",
+    "is_image_folder",
     "list_datasets",
     "load_arrays",
     "load_dataset",
+    "load_image_folder",
     "representative_images",
 ]
