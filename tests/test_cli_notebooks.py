@@ -63,3 +63,38 @@ def test_notebook_executes(path, kernel, tmp_path):
     ]
     assert not errors
     assert list(tmp_path.iterdir()) or "export" not in path.name
+
+
+def _install_cell(path):
+    import nbformat
+
+    cell = nbformat.read(path, as_version=4).cells[1]
+    assert "KERAS_COMPACT_SOURCE" in cell.source
+    return cell.source
+
+
+@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda p: p.name)
+def test_install_cell_needs_a_source(path, monkeypatch):
+    """Without keras_compact and KERAS_COMPACT_SOURCE the install cell
+    fails with a clear message; with it, it pip-installs that source."""
+    import importlib.util
+    import subprocess
+
+    source = _install_cell(path)
+    calls = []
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(
+        importlib.util,
+        "find_spec",
+        lambda name, *a: (
+            None if name == "keras_compact" else real_find_spec(name, *a)
+        ),
+    )
+    monkeypatch.setattr(subprocess, "check_call", calls.append)
+    monkeypatch.delenv("KERAS_COMPACT_SOURCE", raising=False)
+    with pytest.raises(RuntimeError, match="KERAS_COMPACT_SOURCE is empty"):
+        exec(source, {})
+    assert calls == []
+    monkeypatch.setenv("KERAS_COMPACT_SOURCE", "/content/kc.whl")
+    exec(source, {})
+    assert calls and calls[0][-1] == "/content/kc.whl"

@@ -620,3 +620,12 @@ def test_test_split_mixes_classes_in_a_fixed_order(data_dir):
     again = data.load_dataset("cifar10", n_per_class=1, data_dir=data_dir)
     np.testing.assert_array_equal(data.as_numpy(again.test, limit=500)[1], y)
     assert splits.info.counts["test"] == 10000
+
+
+def test_image_size_only_for_tfds_and_tfds_names_are_routed():
+    with pytest.raises(ValueError, match="image_size` only with a TFDS"):
+        data.load_dataset("digits", image_size=(4, 4))
+    with pytest.raises(ValueError, match="tfds:NAME"):
+        data.load_dataset("mnist")  # a TFDS name needs its prefix
+    assert data.is_tfds_name("tfds:mnist")
+    assert not data.is_tfds_name("fashion_mnist")

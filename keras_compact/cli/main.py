@@ -16,26 +16,31 @@ def _add_data_args(p, dataset="fashion_mnist"):
     p.add_argument(
         "--dataset",
         default=dataset,
-        help="fashion_mnist, cifar10, digits, or a folder of images in "
-        "class sub-folders (default: %(default)s)",
+        help="fashion_mnist, cifar10, digits; tfds:NAME[/CONFIG][:VERSION] "
+        "for a TensorFlow Datasets image-classification dataset (e.g. "
+        "tfds:mnist, tfds:beans; read from --data-dir, "
+        "$KERAS_COMPACT_DATA_DIR/tensorflow_datasets, $TFDS_DATA_DIR or "
+        "~/tensorflow_datasets; downloaded only with --download); or a "
+        "folder of images in class sub-folders (default: %(default)s)",
     )
     p.add_argument(
         "--data-dir",
         default=None,
         help="folder with the built-in datasets' files (else "
-        "$KERAS_COMPACT_DATA_DIR, then the Keras cache)",
+        "$KERAS_COMPACT_DATA_DIR, then the Keras cache), or the TFDS data "
+        "folder of a tfds: dataset",
     )
     p.add_argument(
         "--download",
         action="store_true",
-        help="allow downloading a built-in dataset if no local copy",
+        help="allow downloading a built-in or tfds: dataset if no local copy",
     )
     p.add_argument(
         "--image-size",
         type=int,
         default=None,
-        help="folder of images only: resize to SIZE x SIZE (default: the "
-        "first image's size)",
+        help="folder of images or tfds: dataset only: resize to SIZE x SIZE "
+        "(default: the dataset's or the first image's size)",
     )
     p.add_argument(
         "--validation-split",
@@ -188,14 +193,17 @@ def build_parser():
         "train",
         help="train a zoo or .keras model with any mix of techniques",
         description="Train a zoo model or your own .keras model on a "
-        "built-in dataset or a folder of images, with any combination of "
-        "the technique flags below. The output folder holds model.keras "
+        "built-in dataset, a TFDS image-classification dataset (tfds:NAME) "
+        "or a folder of images, with any combination of the technique "
+        "flags below. The output folder holds model.keras "
         "(deployable), history.json/.csv, TensorBoard logs/ and a backup/: "
         "rerunning the same command resumes an interrupted run.",
         epilog="Examples:\n"
         "  keras-compact train --aux --sparse 0.8 --output runs/a\n"
         "  keras-compact train --model my.keras --dataset photos/ "
-        "--image-size 64 --netaug --distill teacher.keras\n",
+        "--image-size 64 --netaug --distill teacher.keras\n"
+        "  keras-compact train --dataset tfds:beans --image-size 64 "
+        "--download --aux\n",
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     _add_run_args(p, output="runs/train")

@@ -61,11 +61,18 @@ def check_model_and_data(args):
             f"Expected --model to be a zoo model name ({', '.join(names)}) "
             f"or an existing .keras file. Received: --model={args.model}"
         )
-    if args.dataset not in data.list_datasets():
+    if data.is_tfds_name(args.dataset):
+        if args.dataset == "tfds:":
+            raise CliError(
+                "Expected --dataset=tfds:NAME[/CONFIG][:VERSION], e.g. "
+                f"tfds:mnist. Received: --dataset={args.dataset}"
+            )
+    elif args.dataset not in data.list_datasets():
         if not data.is_image_folder(args.dataset):
             raise CliError(
                 "Expected --dataset to be one of "
-                f"{', '.join(data.list_datasets())} or a folder of images "
+                f"{', '.join(data.list_datasets())}, tfds:NAME (a TFDS "
+                "image-classification dataset) or a folder of images "
                 f"in class sub-folders. Received: --dataset={args.dataset}"
                 + (
                     " (a folder without class sub-folders)"
@@ -75,8 +82,8 @@ def check_model_and_data(args):
             )
     elif args.image_size is not None:
         raise CliError(
-            "Expected --image-size only with a folder of images. "
-            f"Received: --dataset={args.dataset}"
+            "Expected --image-size only with a folder of images or a TFDS "
+            f"dataset. Received: --dataset={args.dataset}"
         )
     if args.epochs is not None and args.epochs < 1:
         raise CliError(
@@ -96,10 +103,26 @@ def check_args(args):
 
 
 def load_splits(args, augment=True, seed=None):
-    """The `DatasetSplits` of `--dataset` (a built-in name or a folder)."""
+    """The `DatasetSplits` of `--dataset` (a built-in name, `tfds:NAME` or
+    a folder)."""
     from keras_compact import data
 
     seed = args.seed if seed is None else seed
+    size = None
+    if args.image_size is not None:
+        size = (args.image_size, args.image_size)
+    if data.is_tfds_name(args.dataset):
+        return data.load_tfds(
+            args.dataset,
+            image_size=size,
+            batch_size=args.batch_size,
+            validation_split=args.validation_split,
+            n_per_class=args.n_per_class,
+            augment=augment,
+            seed=seed,
+            data_dir=args.data_dir,
+            download=args.download,
+        )
     if args.dataset in data.list_datasets():
         return data.load_dataset(
             args.dataset,
@@ -111,9 +134,6 @@ def load_splits(args, augment=True, seed=None):
             data_dir=args.data_dir,
             download=args.download,
         )
-    size = None
-    if args.image_size is not None:
-        size = (args.image_size, args.image_size)
     return data.load_image_folder(
         args.dataset,
         image_size=size,
@@ -305,12 +325,17 @@ def train_run(
             import shutil
 
             shutil.rmtree(backup)
+    # Data and model first: a run that cannot start leaves no run.json
+    # behind to block the corrected command.
+    splits = splits or load_splits(args)
+    # The initial weights (and any technique's random state) follow --seed
+    # alone, whatever ran before in this process: a rerun that resumes
+    # builds the same model as the interrupted one.
+    keras.utils.set_random_seed(args.seed)
+    model = build_model(args, splits.info)
     out.mkdir(parents=True, exist_ok=True)
     run_file.write_text(json.dumps(config, indent=2))
     resuming = backup.exists()
-
-    splits = splits or load_splits(args)
-    model = build_model(args, splits.info)
     context = RunContext(args, splits, out, teachers, teacher_dir)
     built = [t.build(args, context) for t in techniques]
     csv_path = out / "history.csv"

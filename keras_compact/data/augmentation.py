@@ -30,6 +30,26 @@ def pad_and_crop(image, seed, padding):
     return tf.image.stateless_random_crop(padded, tf.shape(image), seed=seed)
 
 
+def shift_augmentation(image_size):
+    """The augmentation of images of unknown content (a folder of images, a
+    TFDS dataset): a random shift by up to 1/14 of the smaller side (at
+    least 1 pixel), zero-padded. No flip: a flip is not label-preserving for
+    every task (text, digits, oriented objects).
+
+    Args:
+        image_size: `(height, width)` of the images.
+
+    Returns:
+        A function `fn(image, seed) -> image`.
+    """
+    padding = max(1, round(min(image_size[:2]) / 14))
+
+    def shift_augment(image, seed):
+        return pad_and_crop(image, seed, padding=padding)
+
+    return shift_augment
+
+
 def cifar10_augment(image, seed):
     """Pad-4 random crop and random horizontal flip of a CIFAR-10 image."""
     crop_seed, flip_seed = tf.unstack(

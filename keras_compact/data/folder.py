@@ -7,23 +7,19 @@ named datasets: epoch `e` of seed `s` is the same batches in any process,
 and `DatasetSplits.epoch_callback()` keeps a resumed run on them.
 """
 
-import dataclasses
 import os
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from keras_compact.data.augmentation import pad_and_crop
+from keras_compact.data.augmentation import shift_augmentation
 from keras_compact.data.pipeline import (
-    DatasetSplits,
     _check_bool,
     _check_int,
     _check_split,
-    _EpochOrders,
-    _eval_pipeline,
-    _stratified_split,
-    _train_pipeline,
+    build_splits,
+    hold_out_test,
 )
 from keras_compact.data.registry import DatasetInfo
 
@@ -157,56 +153,24 @@ def load_image_folder(
                 f"test={test_names}"
             )
     else:
-        rng = np.random.default_rng([seed, 3])
-        keep, held = _stratified_split(
-            y, len(class_names), test_split, None, rng
+        (x, y), (x_test, y_test) = hold_out_test(
+            x, y, len(class_names), test_split, seed
         )
-        x_test, y_test = x[held], y[held]
-        x, y = x[keep], y[keep]
-
-    num_classes = len(class_names)
-    rng = np.random.default_rng([seed, 0])
-    train_idx, val_idx = _stratified_split(
-        y, num_classes, validation_split, n_per_class, rng
-    )
-    train_images = x[train_idx]
-    orders = _EpochOrders(seed, len(train_idx))
-    pad = max(1, round(min(image_size) / 14))
-
-    def _augment(image, s):
-        return pad_and_crop(image, s, padding=pad)
-
-    train = _train_pipeline(
-        train_images,
-        y[train_idx],
-        batch_size,
-        augment=_augment if augment else None,
-        seed=seed,
-        orders=orders,
-    )
-    val = None
-    if val_idx is not None:
-        val = _eval_pipeline(x[val_idx], y[val_idx], batch_size)
-    order = np.random.default_rng([seed, 1]).permutation(len(y_test))
-    test = _eval_pipeline(x_test[order], y_test[order], batch_size)
     info = DatasetInfo(
         name=os.path.basename(os.path.normpath(path)),
-        num_classes=num_classes,
+        num_classes=len(class_names),
         input_shape=tuple(x.shape[1:]),
         class_names=tuple(class_names),
-        counts={
-            "train": len(train_idx),
-            "val": 0 if val_idx is None else len(val_idx),
-            "test": len(y_test),
-        },
     )
-    return DatasetSplits(
-        train=train,
-        val=val,
-        test=test,
-        info=dataclasses.replace(info),
-        train_images=train_images,
-        train_orders=orders,
+    return build_splits(
+        (x, y),
+        (x_test, y_test),
+        info,
+        batch_size=batch_size,
+        validation_split=validation_split,
+        n_per_class=n_per_class,
+        augment=shift_augmentation(image_size) if augment else None,
+        seed=seed,
     )
 
 

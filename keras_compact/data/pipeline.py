@@ -66,8 +66,13 @@ def load_dataset(
     data_dir=None,
     download=False,
     test_n_per_class=None,
+    image_size=None,
 ):
     """Builds train, validation and test pipelines for a named dataset.
+
+    `name` may also be a TensorFlow Datasets image-classification dataset,
+    `"tfds:NAME[/CONFIG][:VERSION]"` (e.g. `"tfds:mnist"`): see `load_tfds`
+    for where it is read from and how its splits are made.
 
     Images come out as float32 scaled to `[0, 1]`, NHWC, and labels as int32
     class indices. The training pipeline is reshuffled every epoch and, with
@@ -86,7 +91,8 @@ def load_dataset(
     (at least 1). Both are drawn after a seeded shuffle and are disjoint.
 
     Args:
-        name: one of `"fashion_mnist"`, `"cifar10"`, `"digits"`.
+        name: one of `"fashion_mnist"`, `"cifar10"`, `"digits"`, or
+            `"tfds:NAME[/CONFIG][:VERSION]"`.
         batch_size: positive int, the batch size of all three pipelines.
         validation_split: float in `[0, 1)`, the fraction of the training
             examples held out for validation. `0` gives `val=None`.
@@ -100,6 +106,8 @@ def load_dataset(
         download: whether `keras.datasets` may download missing files.
         test_n_per_class: optional positive int: evaluate on a stratified
             subset of the test set with this many examples of each class.
+        image_size: TFDS datasets only: optional `(height, width)` the
+            images are resized to.
 
     Returns:
         A `DatasetSplits` with `train`, `val`, `test` and `info`.
@@ -121,7 +129,28 @@ def load_dataset(
     >>> x.shape, x.dtype, y.dtype
     (TensorShape([32, 8, 8, 1]), tf.float32, tf.int32)
     """
+    from keras_compact.data.tfds import is_tfds_name, load_tfds
+
+    if is_tfds_name(name):
+        return load_tfds(
+            name,
+            image_size=image_size,
+            batch_size=batch_size,
+            validation_split=validation_split,
+            n_per_class=n_per_class,
+            test_n_per_class=test_n_per_class,
+            augment=augment,
+            seed=seed,
+            data_dir=data_dir,
+            download=download,
+        )
     validate_name(name)
+    if image_size is not None:
+        raise ValueError(
+            "Expected `image_size` only with a TFDS dataset (the built-in "
+            f"ones have a fixed size). Received: name={name!r}, "
+            f"image_size={image_size!r}"
+        )
     _check_int(batch_size, "batch_size", minimum=1)
     _check_split(validation_split)
     _check_int(n_per_class, "n_per_class", minimum=1, allow_none=True)
@@ -133,9 +162,64 @@ def load_dataset(
     (x_train, y_train), (x_test, y_test) = load_arrays(
         name, data_dir=data_dir, download=download
     )
+    return build_splits(
+        (x_train, y_train),
+        (x_test, y_test),
+        info,
+        batch_size=batch_size,
+        validation_split=validation_split,
+        n_per_class=n_per_class,
+        test_n_per_class=test_n_per_class,
+        augment=get_augmentation(name) if augment else None,
+        seed=seed,
+    )
+
+
+def build_splits(
+    train,
+    test,
+    info,
+    *,
+    batch_size,
+    validation_split,
+    n_per_class=None,
+    test_n_per_class=None,
+    augment=None,
+    seed=0,
+    val=None,
+):
+    """Builds the `DatasetSplits` of in-memory arrays: the one split recipe
+    shared by `load_dataset`, `load_image_folder` and `load_tfds`.
+
+    The validation split is carved out of `train` (stratified, seeded by
+    `[seed, 0]`), unless `val` gives the dataset's own validation arrays;
+    the test set is only ever subset (`test_n_per_class`, seeded by
+    `[seed, 1]`) or put in one fixed, seeded order that mixes the classes.
+
+    Args:
+        train: `(x, y)`: uint8 NHWC images and int class indices.
+        test: `(x, y)`, the test arrays.
+        info: `DatasetInfo`; its `counts` are replaced by the splits' sizes.
+        batch_size, validation_split, n_per_class, test_n_per_class, seed:
+            as in `load_dataset` (already validated).
+        augment: None, or a function `fn(image, seed) -> image` applied to
+            each training image.
+        val: optional `(x, y)`, a validation split provided by the dataset:
+            used as is (when `validation_split > 0`) instead of a split
+            carved out of `train`.
+
+    Returns:
+        A `DatasetSplits`.
+    """
+    x_train, y_train = train
+    x_test, y_test = test
     rng = np.random.default_rng([seed, 0])
     train_idx, val_idx = _stratified_split(
-        y_train, info.num_classes, validation_split, n_per_class, rng
+        y_train,
+        info.num_classes,
+        validation_split if val is None else 0.0,
+        n_per_class,
+        rng,
     )
     if test_n_per_class is not None:
         test_rng = np.random.default_rng([seed, 1])
@@ -147,40 +231,48 @@ def load_dataset(
             test_rng,
             argument="test_n_per_class",
         )
-
-    train_images = x_train[train_idx]
-    orders = _EpochOrders(seed, len(train_idx))
-    train = _train_pipeline(
-        train_images,
-        y_train[train_idx],
-        batch_size,
-        augment=get_augmentation(name) if augment else None,
-        seed=seed,
-        orders=orders,
-    )
-    val = None
-    if val_idx is not None:
-        val = _eval_pipeline(x_train[val_idx], y_train[val_idx], batch_size)
-    if test_n_per_class is None:
+    else:
         # One fixed, seeded order that mixes the classes: some sources are
         # sorted by class, and the first N test images (a TFLite check, a
         # quick look) must not all be of one class.
         test_idx = np.random.default_rng([seed, 1]).permutation(len(y_test))
-    x_test, y_test = x_test[test_idx], y_test[test_idx]
-    test = _eval_pipeline(x_test, y_test, batch_size)
-    counts = {
-        "train": len(train_idx),
-        "val": 0 if val_idx is None else len(val_idx),
-        "test": len(y_test),
-    }
+
+    train_images = x_train[train_idx]
+    orders = _EpochOrders(seed, len(train_idx))
+    train_ds = _train_pipeline(
+        train_images,
+        y_train[train_idx],
+        batch_size,
+        augment=augment,
+        seed=seed,
+        orders=orders,
+    )
+    val_ds, n_val = None, 0
+    if val is not None and validation_split:
+        x_val, y_val = val
+        val_ds, n_val = _eval_pipeline(x_val, y_val, batch_size), len(y_val)
+    elif val_idx is not None:
+        val_ds = _eval_pipeline(x_train[val_idx], y_train[val_idx], batch_size)
+        n_val = len(val_idx)
+    test_ds = _eval_pipeline(x_test[test_idx], y_test[test_idx], batch_size)
+    counts = {"train": len(train_idx), "val": n_val, "test": len(test_idx)}
     return DatasetSplits(
-        train=train,
-        val=val,
-        test=test,
+        train=train_ds,
+        val=val_ds,
+        test=test_ds,
         info=dataclasses.replace(info, counts=counts),
         train_images=train_images,
         train_orders=orders,
     )
+
+
+def hold_out_test(x, y, num_classes, test_split, seed):
+    """Splits a stratified, seeded `test_split` of each class off `(x, y)`,
+    for sources without a test set. Returns `(train, test)`, two `(x, y)`
+    pairs; seeded by `[seed, 3]`, apart from the other splits' seeds."""
+    rng = np.random.default_rng([seed, 3])
+    keep, held = _stratified_split(y, num_classes, test_split, None, rng)
+    return (x[keep], y[keep]), (x[held], y[held])
 
 
 def _stratified_split(

@@ -121,7 +121,8 @@ def validate_name(name):
     """Returns `name` if it names a known dataset, else raises ValueError."""
     if not isinstance(name, str) or name not in _DATASETS:
         raise ValueError(
-            f"Unknown dataset. Expected one of {list_datasets()}. "
-            f"Received: name={name!r}"
+            f"Unknown dataset. Expected one of {list_datasets()}, or a "
+            "TFDS image-classification name 'tfds:NAME' (e.g. "
+            f"'tfds:mnist'). Received: name={name!r}"
         )
     return name

@@ -1,9 +1,29 @@
 """Running `.tflite` files: `load_interpreter` and `run_tflite`.
 
 Interpreters are tried in this order: `ai_edge_litert` (LiteRT, the
-maintained one), `tflite_runtime`, then `tf.lite.Interpreter` (deprecated).
-Falling back is never silent: a warning names the backend used and why the
-preferred one was skipped, and the backend name is returned.
+maintained one), `tf.lite.Interpreter` (deprecated, but built with the
+converter that wrote the file), then `tflite_runtime`. Falling back is never
+silent: a warning names the backend used and why the preferred one was
+skipped, and the backend name is returned. `backend="tflite_runtime"` runs
+a file on that runtime only (what a device without TensorFlow would run).
+
+`tflite_runtime` (the standalone wheel, no longer released) measured with
+files written by TF 2.21's converter (tiny_cnn, mobilenet_v2_tiny and
+resnet8 in float32, float16, dynamic-range and int8):
+
+- under numpy 2 (2.4.6) neither `tflite-runtime` 2.14.0 nor the last
+  `tflite-runtime-nightly` (2.20.0.dev20250409) can run anything: both
+  import, but creating an interpreter fails (`SystemError` from
+  `ImportError: numpy.core.multiarray failed to import`, `_ARRAY_API not
+  found`: they are compiled against numpy 1.x). This module does not try
+  them under numpy 2 and says so instead (`tflite_runtime_problem`).
+- under numpy 1.26.4 both run every float32, float16 and int8 file, with
+  outputs equal to LiteRT's to 5e-7 (float) and within two output steps
+  (int8: other int8 kernels). 2.14.0 refuses the dynamic-range file of
+  mobilenet_v2_tiny ("Didn't find op for builtin opcode 'FULLY_CONNECTED'
+  version '12'"; those of tiny_cnn and resnet8 load); the nightly loads
+  all. Both run int8 files 4-18x slower than LiteRT (mobilenet_v2_tiny at
+  batch 1: 53 ms and 38 ms against 3 ms).
 
 Files holding sparse tensors (`EXPERIMENTAL_SPARSITY`) are refused by the
 default XNNPack delegate in some modes; by default (`use_default_delegates=
@@ -12,11 +32,63 @@ None`) `run_tflite` runs them with
 """
 
 import os
+import re
 import warnings
 
 import numpy as np
 
-BACKENDS = ("ai_edge_litert", "tflite_runtime", "tf.lite")
+BACKENDS = ("ai_edge_litert", "tf.lite", "tflite_runtime")
+
+# The last `tflite_runtime` builds, all compiled against numpy 1.x: under
+# numpy 2 creating an interpreter fails (measured: 2.14.0 and the nightly
+# 2.20.0.dev20250409). A later build, if one ever comes, is tried.
+_TFLITE_RUNTIME_NUMPY1_UP_TO = (2, 20, 0)
+
+
+class BackendUnusableError(ImportError):
+    """An interpreter backend is installed but cannot run here."""
+
+
+def _version_tuple(version):
+    """`"2.20.0dev20250409"` -> `(2, 20, 0)`; missing parts are 0."""
+    parts = []
+    for piece in str(version).split(".")[:3]:
+        match = re.match(r"\d+", piece)
+        if match is None:
+            break
+        parts.append(int(match.group()))
+    return tuple(parts + [0] * (3 - len(parts)))
+
+
+def tflite_runtime_problem(runtime_version=None, numpy_version=None):
+    """Why the installed `tflite_runtime` cannot run here, or None.
+
+    Args:
+        runtime_version: optional version string (default: the installed
+            `tflite_runtime.__version__`).
+        numpy_version: optional version string (default: numpy's).
+
+    Returns:
+        A message naming both versions and what to do, or None when the
+        pair is not known to fail.
+    """
+    if runtime_version is None:
+        import tflite_runtime
+
+        runtime_version = getattr(tflite_runtime, "__version__", "unknown")
+    numpy_version = numpy_version or np.__version__
+    if _version_tuple(numpy_version)[0] < 2:
+        return None
+    if _version_tuple(runtime_version) > _TFLITE_RUNTIME_NUMPY1_UP_TO:
+        return None
+    return (
+        f"tflite_runtime {runtime_version} is compiled against numpy 1.x "
+        f"and cannot create an interpreter under numpy {numpy_version} "
+        "(SystemError: _ARRAY_API not found). Use `ai-edge-litert` (pip "
+        "install ai-edge-litert), or run tflite_runtime in an environment "
+        "with numpy<2."
+    )
+
 
 DELEGATES_DEFAULT = "default delegates (XNNPack)"
 DELEGATES_NONE = (
@@ -34,6 +106,9 @@ def _import_backend(backend):
     if backend == "tflite_runtime":
         from tflite_runtime import interpreter as module
 
+        problem = tflite_runtime_problem()
+        if problem:
+            raise BackendUnusableError(problem)
         return module.Interpreter, module.OpResolverType
     import tensorflow as tf
 
@@ -47,11 +122,25 @@ def _create(backend, path, num_threads, use_default_delegates):
         if use_default_delegates
         else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     )
-    return cls(
-        model_path=os.fspath(path),
-        num_threads=num_threads,
-        experimental_op_resolver_type=kind,
-    )
+    try:
+        return cls(
+            model_path=os.fspath(path),
+            num_threads=num_threads,
+            experimental_op_resolver_type=kind,
+        )
+    except SystemError as e:  # a C extension built for another numpy
+        raise BackendUnusableError(
+            f"{backend} failed to create an interpreter ({e.__cause__ or e}"
+            f"); it may be built for another numpy than {np.__version__}"
+        ) from e
+    except ValueError as e:
+        if "Didn't find op for builtin opcode" not in str(e):
+            raise
+        op = str(e).strip().splitlines()[0]
+        raise BackendUnusableError(
+            f"{backend} is older than the converter that wrote "
+            f"{os.fspath(path)!r}: {op}"
+        ) from e
 
 
 def has_sparse_tensors(interpreter):
@@ -102,9 +191,15 @@ def _open(path, num_threads=1, use_default_delegates=None, backend=None):
         backend = name
         break
     if interpreter is None:
+        if len(candidates) == 1:
+            raise ImportError(
+                f"The {candidates[0]!r} interpreter could not be created. "
+                f"Received: backend={candidates[0]!r} ({failures[0]})"
+            )
         raise ImportError(
             "No TFLite interpreter could be created. Install "
-            "`ai-edge-litert`. Tried: " + "; ".join(failures)
+            "`ai-edge-litert` (pip install ai-edge-litert). Tried: "
+            + "; ".join(failures)
         )
     if failures:
         warnings.warn(
@@ -136,9 +231,11 @@ def load_interpreter(
 ):
     """Loads a `.tflite` file into an allocated interpreter.
 
-    Backends are tried in the order `"ai_edge_litert"`, `"tflite_runtime"`,
-    `"tf.lite"`. If the first cannot be imported or created, a warning says
-    which one is used instead and why.
+    Backends are tried in the order `"ai_edge_litert"`, `"tf.lite"`,
+    `"tflite_runtime"`. If the first cannot be imported or created, a
+    warning says which one is used instead and why. `tflite_runtime` is
+    skipped with a clear reason under numpy 2 (its builds need numpy 1.x)
+    and when it is too old for an op of the file (see the module notes).
 
     Args:
         path: path of the `.tflite` file.
@@ -150,7 +247,7 @@ def load_interpreter(
             None to decide from the file (no default delegates when it holds
             sparse tensors). Defaults to True.
         backend: None (the fallback order above), or one of
-            `"ai_edge_litert"`, `"tflite_runtime"`, `"tf.lite"` to use that
+            `"ai_edge_litert"`, `"tf.lite"`, `"tflite_runtime"` to use that
             one only.
 
     Returns:
@@ -161,7 +258,9 @@ def load_interpreter(
         FileNotFoundError: if `path` is not an existing file.
         ValueError: if an argument is invalid.
         RuntimeError: if the default delegate refuses the model.
-        ImportError: if no interpreter is installed.
+        ImportError: if no interpreter is installed or usable (a
+            `BackendUnusableError` message says why, e.g. tflite_runtime
+            under numpy 2).
 
     Example:
 
