@@ -31,6 +31,7 @@ setup(
         # release exists. The quantization tests run int8 files on it.
         "test": [
             "pytest>=8",
+            "pytest-xdist>=3.5",
             "ruff>=0.5",
             "nbclient>=0.10",
             "ipykernel",

@@ -89,7 +89,7 @@ def fold_check(res, splits):
     ref = keras.ops.convert_to_numpy(rep.training_model(x, training=False))
     model = res.trainer.strip()
     out = keras.ops.convert_to_numpy(model(x, training=False))
-    return float(np.max(np.abs(ref - out))), rep.report()
+    return float(np.max(np.abs(ref - out))), rep.summary()
 
 
 def paired_step_times(args, key, families, batch, rounds):
@@ -269,13 +269,13 @@ def main():
                         "fold_error": error,
                         "extra_train_params": None
                         if report is None
-                        else report["extra_params"],
+                        else report.totals["extra_params"],
                         "layers_applied": None
                         if report is None
-                        else len(report["applied"]),
+                        else len(report.applied),
                         "layers_skipped": None
                         if report is None
-                        else len(report["skipped"]),
+                        else len(report.skipped),
                         "train_s": res.seconds,
                         "fit_median_step_ms": res.median_step_ms,
                     }

@@ -603,7 +603,7 @@ def export_sizes(trained, seed, s_max, splits):
             f"max |diff| vs Keras {rep.max_abs_diff:.1e}"
         )
     res, tech = trained[(seed, "DSR", s_max)]
-    layer_sizes = {s["layer"]: s["size"] for s in tech.report()["sparse"]}
+    layer_sizes = {r.item: r.values["size"] for r in tech.summary().applied}
     plot_density(
         tech,
         RESULTS / "sparse_cifar10_density.png",

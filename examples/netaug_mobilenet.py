@@ -62,7 +62,7 @@ def main():
         verbose=2,
     )
 
-    print(trainer.techniques[0].report())
+    trainer.techniques[0].summary()
     compact = trainer.strip()  # `model` itself: the trained tiny model
     logs = trainer.evaluate(splits.test, verbose=0, return_dict=True)
     print(

@@ -85,12 +85,12 @@ def main():
         verbose=2,
     )
 
-    sparse.summary()
+    report = sparse.summary()
     print(
         "test accuracy:",
         trainer.evaluate(splits.test, verbose=0, return_dict=True)["accuracy"],
     )
-    sizes = {s["layer"]: s["size"] for s in sparse.report()["sparse"]}
+    sizes = {r.item: r.values["size"] for r in report.applied}
     plot_density(history, os.path.join(args.out, "density.png"), sizes=sizes)
 
     x, y = next(iter(splits.test))

@@ -43,9 +43,11 @@ from keras_compact.sparse import SparseTraining
 from keras_compact.training import (
     Distillation,
     NonFiniteTrainingError,
+    StepContext,
     Technique,
     Trainer,
 )
+from keras_compact.training.report import TechniqueReport
 
 __version__ = "0.1.0"
 
@@ -57,7 +59,9 @@ __all__ = [
     "QuantizationAwareTraining",
     "Reparameterize",
     "SparseTraining",
+    "StepContext",
     "Technique",
+    "TechniqueReport",
     "Trainer",
     "auxiliary",
     "callbacks",

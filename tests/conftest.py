@@ -15,6 +15,29 @@ if "KERAS_COMPACT_DATA_DIR" not in os.environ and _SHARED.is_dir():
 import pytest  # noqa: E402
 
 
+def _two_logical_cpus():
+    """Splits the CPU into two logical devices for the MirroredStrategy
+    checks (keras_compact.testing.run_distributed_test). It must happen
+    before TensorFlow initialises its devices, so here, once per session;
+    single-device code keeps running on /cpu:0."""
+    if os.environ.get("KERAS_BACKEND") != "tensorflow":
+        return
+    try:
+        import tensorflow as tf
+    except ImportError:
+        return
+    cpus = tf.config.list_physical_devices("CPU")
+    try:
+        tf.config.set_logical_device_configuration(
+            cpus[0], [tf.config.LogicalDeviceConfiguration()] * 2
+        )
+    except RuntimeError:  # TensorFlow was initialised already
+        pass
+
+
+_two_logical_cpus()
+
+
 def pytest_configure(config):
     config.addinivalue_line(
         "markers",

@@ -5,9 +5,19 @@ import numpy as np
 import pytest
 
 from keras_compact.auxiliary import AuxiliaryBooster, AuxiliaryModule
-from keras_compact.training import Distillation, Technique, Trainer
+from keras_compact.training import (
+    Distillation,
+    StepContext,
+    Technique,
+    Trainer,
+)
 
 SCCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+
+
+def _report(technique):
+    """The technique's `TechniqueReport`, without printing it."""
+    return technique.summary(print_fn=lambda line: None)
 
 
 def _resnet(name="tiny_resnet", classes=5, width=8):
@@ -147,7 +157,7 @@ def test_save_load_round_trip_keeps_structure_and_weights(tmp_path):
         loaded.predict(x, verbose=0), trainer.predict(x, verbose=0)
     )
     loaded.fit(x, y, batch_size=32, epochs=1, verbose=0)
-    assert "add1 " in laux.describe()
+    assert "add1 " in str(_report(laux))
 
 
 def test_config_round_trip_of_the_technique():
@@ -181,27 +191,36 @@ def test_composes_with_distillation():
     assert trainer.strip() is student
 
 
-class _OwnsForward(Technique):
-    """Stands for NetAug: a technique that must own the forward pass."""
+class _SameGraph(Technique):
+    """Replaces the training graph by a replay of the same graph (as QAT
+    and Reparameterize replace it by theirs)."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
-        self.calls = 0
+        self.graphs = 0
 
-    def forward(self, trainer, x):
-        self.calls += 1
-        return trainer.compact_model(x, training=True), {"other": 1}
+    def training_graph(self, trainer, model):
+        from keras_compact.graph.walk import ModelGraph
+
+        self.graphs += 1
+        graph = ModelGraph(model)
+        mapping = graph.rebuild()
+        return keras.Model(
+            graph.inputs[0], mapping[id(graph.outputs[0])], name="replay"
+        )
 
 
-def test_yields_the_forward_pass_to_a_technique_that_needs_it():
-    model = _resnet()
-    owner, aux = _OwnsForward(name="owner"), AuxiliaryModule(seed=0)
-    trainer = _compile(Trainer(model, [aux, owner]), lr=0.0)
+def test_taps_come_from_a_replaced_training_graph():
     x, y = _data(16)
-    h = trainer.fit(x, y, batch_size=16, epochs=1, verbose=0).history
-    assert owner.calls >= 1 and h["aux_loss"][0] > 0
-    with pytest.raises(ValueError, match="At most one"):
-        Trainer(_resnet(), [_OwnsForward(name="a"), _OwnsForward(name="b")])
+    losses = []
+    for techniques in ([], [_SameGraph(name="replacer")]):
+        keras.utils.set_random_seed(0)
+        aux = AuxiliaryModule(seed=0)
+        trainer = _compile(Trainer(_resnet(), [aux] + techniques), lr=0.0)
+        h = trainer.fit(x, y, batch_size=16, epochs=1, verbose=0).history
+        losses.append(h["aux_loss"][0])
+    assert techniques[0].graphs == 1
+    assert losses[1] == pytest.approx(losses[0], rel=1e-6)
 
 
 def _two_heads():
@@ -255,7 +274,8 @@ def test_multi_output_one_booster_per_head_and_clean_metrics():
     assert h["coarse_loss"][0] == pytest.approx(
         float(cce(yf % 3, out["coarse"])), rel=1e-4
     )
-    assert "coarse" in aux.describe() and "fine" in aux.describe()
+    described = str(_report(aux))
+    assert "coarse" in described and "fine" in described
 
 
 def test_keras_applications_mobilenet_v2_auxiliary_loss():
@@ -272,9 +292,11 @@ def test_keras_applications_mobilenet_v2_auxiliary_loss():
     rng = np.random.default_rng(0)
     x = rng.random((4, 32, 32, 3), dtype=np.float32)
     y = rng.integers(0, 10, 4)
-    y_pred = trainer(x, training=True)
-    assert tuple(y_pred.shape) == (4, 10)
-    terms = aux.loss_terms(trainer, x, y, y_pred, None)
+    ctx = StepContext(trainer, x, y)
+    ctx.y_pred, ctx.tensors = trainer.training_forward(x)
+    assert tuple(ctx.y_pred.shape) == (4, 10)
+    assert len(ctx.tensors[aux.name]) == 18
+    terms = aux.loss_terms(ctx)
     assert np.isfinite(float(terms["aux_loss"]))
     assert trainer.strip() is model
 

@@ -16,7 +16,7 @@ import tensorflow as tf
 from keras_compact.auxiliary import AuxiliaryModule, search_connections
 from keras_compact.graph.taps import find_taps
 from keras_compact.models import get_model
-from keras_compact.training import Trainer
+from keras_compact.training import StepContext, Trainer
 
 SCCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 
@@ -170,7 +170,7 @@ def test_heldout_step_leaves_every_moving_statistic_untouched(compiled):
     # moving statistics, so a training-mode forward would move them.
     held = tf.data.Dataset.from_tensor_slices((3.0 + 5.0 * x, y)).batch(8)
     aux, trainer = _searching(model, held, arch_learning_rate=0.1)
-    aux.validate(trainer)  # what `fit` does first: iterator, optimizer
+    aux.validate(trainer)  # what `fit` does first: the optimizer
     before = _moving_stats(model)
     booster_before = _moving_stats(aux.boosters[0])
     assert len(before) == 2 * sum(
@@ -179,9 +179,15 @@ def test_heldout_step_leaves_every_moving_statistic_untouched(compiled):
     )
     logits_before = aux.boosters[0].arch_logits.numpy().copy()
 
-    step = tf.function(lambda: aux.after_step(trainer))
+    # The held-out batch arrives with the step's context, as in `fit`.
+    (batch,) = list(aux.held_out_data(trainer).take(1))
+
+    def step(batch):
+        ctx = StepContext(trainer, x[:8], y[:8], held_out={aux.name: batch})
+        aux.after_step(ctx)
+
     for _ in range(2):
-        step() if compiled else aux.after_step(trainer)
+        tf.function(step)(batch) if compiled else step(batch)
 
     after = _moving_stats(model)
     for path, value in before.items():

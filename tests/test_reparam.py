@@ -12,6 +12,11 @@ from keras_compact.reparam import folding
 TOL = 1e-5
 
 
+def _report(technique):
+    """The technique's `TechniqueReport`, without printing it."""
+    return technique.summary(print_fn=lambda line: None)
+
+
 def _stack(i, p):
     """Every geometry the folds must get right, layer names prefixed."""
     # stride 2, odd kernel, no bias + BN (constant -> moving mean)
@@ -108,7 +113,7 @@ def test_fold_is_exact_for_every_geometry(family):
     rep = Reparameterize(family, expansion=2, seed=1)
     trainer = _compile(Trainer(model, [rep]))
     trainer.fit(x, y, epochs=1, batch_size=8, verbose=0)
-    applied = {a["layer"]: a for a in rep.report()["applied"]}
+    applied = {r.item: r.values for r in _report(rep).applied}
     names = ["s2_bn", "even_bias", "dw", "grouped", "valid", "dw_valid"]
     expected = {p + n for p in ("e_", "o_") for n in names}
     if family == "expandnets":
@@ -183,7 +188,7 @@ def test_strip_returns_the_users_model_with_its_architecture():
     assert stripped.count_params() == params
     assert [layer.get_config() for layer in stripped.layers] == configs
     assert [tuple(w.shape) for w in stripped.weights] == weights
-    assert rep.report()["extra_params"] > 0
+    assert _report(rep).totals["extra_params"] > 0
 
 
 def test_sequential_softmax_output_expandnets_dense():
@@ -201,7 +206,7 @@ def test_sequential_softmax_output_expandnets_dense():
     assert rep.get_config()["include_pointwise"] is False
     x, y = _data((8, 8, 2))
     trainer.fit(x, y, epochs=2, batch_size=8, verbose=0)
-    assert {a["layer"] for a in rep.report()["applied"]} == {"c", "probs"}
+    assert {r.item for r in _report(rep).applied} == {"c", "probs"}
     assert _fold_error(rep, trainer, x) < TOL
     out = model.predict(x, verbose=0)
     np.testing.assert_allclose(out.sum(-1), 1.0, rtol=1e-5)
@@ -261,20 +266,20 @@ def test_selection_and_skipped_layers_are_reported():
     model = keras.Model(i, keras.layers.Dense(2, name="head")(x))
     rep = Reparameterize("repvgg")
     Trainer(model, [rep])
-    report = rep.report()
-    assert [a["layer"] for a in report["applied"]] == ["plain", "other"]
-    reasons = {s["layer"]: s["reason"] for s in report["skipped"]}
+    report = _report(rep)
+    assert [r.item for r in report.applied] == ["plain", "other"]
+    reasons = {r.item: r.reason for r in report.skipped}
     assert "2 times" in reasons["shared"]
     assert "dilation" in reasons["dilated"]
     assert "SeparableConv2D" in reasons["sep"]
     assert "1x1" in reasons["pointwise"]
     assert "dense form" in reasons["head"]
     lines = []
-    rep.summary(print_fn=lines.append)
-    assert any("skipped sep" in line for line in lines)
+    assert rep.summary(print_fn=lines.append).to_dict()["rows"]
+    assert any("skipped  sep" in line for line in lines)
     named = Reparameterize("acnet", layers=["other", "pointwise"])
     Trainer(model, [named])
-    assert [a["layer"] for a in named.report()["applied"]] == ["other"]
+    assert [r.item for r in _report(named).applied] == ["other"]
     assert named.get_config()["layers"] == ["other"]
     picked = Reparameterize(
         "expandnets",
@@ -282,7 +287,7 @@ def test_selection_and_skipped_layers_are_reported():
         layers=lambda layer: "p" in layer.name,
     )
     Trainer(model, [picked])
-    assert [a["layer"] for a in picked.report()["applied"]] == [
+    assert [r.item for r in _report(picked).applied] == [
         "pointwise",
         "plain",
     ]
@@ -339,23 +344,9 @@ def test_shared_technique_promises():
     # The promises every technique makes (strip equality, architecture,
     # .keras round trips, BackupAndRestore resume, float32 .tflite, a NaN
     # batch writes nothing), on a Sequential model.
-    from keras_compact.testing import run_technique_test
+    from test_techniques import sequential
 
-    def sequential():
-        return keras.Sequential(
-            [
-                keras.Input((12, 12, 3)),
-                keras.layers.Conv2D(8, 3, padding="same", use_bias=False),
-                keras.layers.BatchNormalization(),
-                keras.layers.ReLU(),
-                keras.layers.Conv2D(16, 3, strides=2, padding="same"),
-                keras.layers.BatchNormalization(),
-                keras.layers.ReLU(),
-                keras.layers.GlobalAveragePooling2D(),
-                keras.layers.Dense(4),
-            ],
-            name="seq",
-        )
+    from keras_compact.testing import run_technique_test
 
     run_technique_test(
         lambda: Reparameterize("dbb", seed=0), sequential, num_examples=16

@@ -26,6 +26,11 @@ SCE = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
 RESNET8_BUDGET = 7436  # non-zeros of the zoo resnet8 at 90% (uniform)
 
 
+def _report(technique):
+    """The technique's `TechniqueReport`, without printing it."""
+    return technique.summary(print_fn=lambda line: None)
+
+
 def resnet8(seed=0):
     keras.utils.set_random_seed(seed)
     # 16x16 images: the kernels (hence the budget) do not depend on it.
@@ -89,8 +94,8 @@ def test_default_dsr_on_zoo_resnet8_keeps_budget_and_threshold_for_30_rounds():
     assert policy.target_prunes == pytest.approx(0.138)
     tech = SparseTraining(0.9, policy=policy, seed=0)
     trainer = Trainer(resnet8(), techniques=[tech])
-    assert tech.report()["sparse"][-1]["layer"] == "logits"  # sparse too
-    budget = sum(s["nonzeros"] for s in tech.report()["sparse"])
+    assert _report(tech).applied[-1].item == "logits"  # sparse too
+    budget = sum(r.values["nonzeros"] for r in _report(tech).applied)
     assert budget == RESNET8_BUDGET
     assert policy.num_prunes == round(0.138 * RESNET8_BUDGET)
     trainer.compile(
@@ -269,9 +274,9 @@ def test_regrown_pruned_fraction_on_a_constructed_case():
         expected_pruned + pruned,
         expected_judged + judged,
     )
-    rep = tech.report()["regrown_pruned"]
-    assert rep["last"] == 1.0
-    assert rep["overall"] == pytest.approx(
+    rep = _report(tech).totals
+    assert rep["regrown_pruned_last"] == 1.0
+    assert rep["regrown_pruned_overall"] == pytest.approx(
         (expected_pruned + pruned) / (expected_judged + judged)
     )
 

@@ -31,6 +31,11 @@ pytestmark = [
 ]
 
 
+def _report(technique):
+    """The technique's `TechniqueReport`, without printing it."""
+    return technique.summary(print_fn=lambda line: None)
+
+
 def tiny_resnet(seed=0):
     keras.utils.set_random_seed(seed)
     inp = keras.Input((8, 8, 3))
@@ -108,7 +113,7 @@ def test_layers_defaults_and_exact_uniform_counts():
         "stem": "first layer",
         "short": "1x1 shortcut conv",
     }
-    rep = tech.report()
+    rep = _report(tech)
     keys = [k for k, _, _ in tech.sparse_weights]
     assert keys == [
         "c1",
@@ -120,9 +125,9 @@ def test_layers_defaults_and_exact_uniform_counts():
         "fc",
         "logits",
     ]
-    shapes = [s["shape"] for s in rep["sparse"]]
+    shapes = [r.values["shape"] for r in rep.applied]
     expected = nonzero_counts(shapes, uniform_densities(shapes, 0.8))
-    assert [s["nonzeros"] for s in rep["sparse"]] == expected
+    assert [r.values["nonzeros"] for r in rep.applied] == expected
     # The kernels themselves are sparse from the start.
     for k, v, m in tech.sparse_weights:
         kv, mv = keras.ops.convert_to_numpy(v), keras.ops.convert_to_numpy(m)
@@ -131,21 +136,21 @@ def test_layers_defaults_and_exact_uniform_counts():
 
 def test_erk_counts_sum_to_the_budget():
     _, tech, _ = make("static", sparsity=0.9, distribution="erk")
-    rep = tech.report()
-    total = sum(s["size"] for s in rep["sparse"])
-    assert sum(s["nonzeros"] for s in rep["sparse"]) == round(0.1 * total)
+    rep = _report(tech)
+    total = sum(r.values["size"] for r in rep.applied)
+    assert sum(r.values["nonzeros"] for r in rep.applied) == round(0.1 * total)
 
 
 def test_dense_layers_override_by_names_and_predicate():
     _, tech, _ = make("static", dense_layers=["logits", "c1"])
-    dense = {d["layer"] for d in tech.report()["dense"]}
+    dense = {r.item for r in _report(tech).kept}
     assert dense == {"logits", "c1"}
-    assert "stem" in [s["layer"] for s in tech.report()["sparse"]]
+    assert "stem" in [r.item for r in _report(tech).applied]
     _, tech, _ = make(
         "static",
         dense_layers=lambda layer: isinstance(layer, keras.layers.Dense),
     )
-    assert {d["layer"] for d in tech.report()["dense"]} == {"fc", "logits"}
+    assert {r.item for r in _report(tech).kept} == {"fc", "logits"}
     # The resolved names are what the config stores.
     assert sorted(tech.get_config()["dense_layers"]) == ["fc", "logits"]
 
@@ -201,9 +206,9 @@ def test_subclassed_model_nested_duck_typed_and_unsupported_layers():
     tech = SparseTraining(0.5, policy=dsr(), seed=0)
     with pytest.warns(UserWarning, match="raw"):
         trainer = Trainer(model, techniques=[tech])
-    rep = tech.report()
-    assert [s["layer"] for s in rep["sparse"]] == ["inner", "declared"]
-    skipped = {s["layer"]: s["reason"] for s in rep["skipped"]}
+    rep = _report(tech)
+    assert [r.item for r in rep.applied] == ["inner", "declared"]
+    skipped = {r.item: r.reason for r in rep.skipped}
     assert "raw" in skipped and "register_prunable" in skipped["raw"]
     assert any("lstm" in k for k in skipped)
     trainer.compile(optimizer="sgd", loss=SCE)
@@ -428,7 +433,7 @@ def test_logs_reach_history_and_user_callbacks_and_plot(tmp_path):
         assert all(key in logs for logs in spy.seen), key
     assert h["sparse/density"] == pytest.approx([0.2] * 3, abs=1e-3)
     assert len(tech.history) == 3
-    sizes = {s["layer"]: s["size"] for s in tech.report()["sparse"]}
+    sizes = {r.item: r.values["size"] for r in _report(tech).applied}
     path = tmp_path / "density.png"
     plot_density(hist, path=str(path), sizes=sizes)
     assert path.stat().st_size > 1000
@@ -439,19 +444,22 @@ def test_logs_reach_history_and_user_callbacks_and_plot(tmp_path):
 # Errors at construction and at the start of fit
 # ----------------------------------------------------------------------
 @pytest.mark.parametrize(
-    "kw, match",
+    "kw, match, error",
     [
-        (dict(sparsity=1.0), "sparsity=1.0"),
-        (dict(sparsity=-0.5), "sparsity=-0.5"),
-        (dict(distribution="gaussian"), "distribution='gaussian'"),
-        (dict(regrow_init="ones"), "regrow_init='ones'"),
-        (dict(dense_layers=3), "dense_layers=3"),
-        (dict(seed=-1), "seed=-1"),
-        (dict(policy="nope"), "policy='nope'"),
+        (dict(sparsity=1.0), "sparsity=1.0", ValueError),
+        (dict(sparsity=-0.5), "sparsity=-0.5", ValueError),
+        (dict(sparsity="0.5"), "sparsity='0.5'", TypeError),
+        (dict(distribution="gaussian"), "distribution='gaussian'", ValueError),
+        (dict(regrow_init="ones"), "regrow_init='ones'", ValueError),
+        (dict(dense_layers=3), "dense_layers=3", TypeError),
+        (dict(seed=-1), "seed=-1", ValueError),
+        (dict(seed=1.5), "seed=1.5", TypeError),
+        (dict(policy="nope"), "policy='nope'", ValueError),
     ],
 )
-def test_constructor_errors_name_argument_and_value(kw, match):
-    with pytest.raises(ValueError, match=match):
+def test_constructor_errors_name_argument_and_value(kw, match, error):
+    # A wrong type raises TypeError, a wrong value ValueError.
+    with pytest.raises(error, match=match):
         SparseTraining(**kw)
 
 

@@ -4,7 +4,12 @@ import keras
 import numpy as np
 import pytest
 
-from keras_compact.training import Distillation, Technique, Trainer
+from keras_compact.training import (
+    Distillation,
+    StepContext,
+    Technique,
+    Trainer,
+)
 
 
 def _cnn(width, name, classes=3):
@@ -72,7 +77,9 @@ def test_distillation_value_matches_hand_computation():
     kd = Distillation(teacher, temperature=3.0, alpha=0.5)
     trainer = Trainer(student, techniques=[kd])
     x, y = _data(8)
-    terms = kd.loss_terms(trainer, x, y, student(x), None)
+    ctx = StepContext(trainer, x, y)
+    ctx.y_pred = student(x)
+    terms = kd.loss_terms(ctx)
     t, s = teacher(x).numpy() / 3.0, student(x).numpy() / 3.0
 
     def log_softmax(z):
@@ -116,13 +123,13 @@ class _CountingTechnique(Technique):
     def callbacks(self, trainer):
         return [keras.callbacks.LambdaCallback()]
 
-    def loss_terms(self, trainer, x, y, y_pred, sample_weight):
+    def loss_terms(self, ctx):
         return {"counted": keras.ops.zeros(())}
 
-    def transform_gradients(self, trainer, grads, variables):
+    def transform_gradients(self, ctx, grads):
         return [keras.ops.zeros_like(g) for g in grads]
 
-    def after_step(self, trainer):
+    def after_step(self, ctx):
         self.steps.assign_add(1.0)
 
 
@@ -213,8 +220,8 @@ def test_non_finite_loss_term_is_named():
     class Exploding(Technique):
         term_names = ("boom",)
 
-        def loss_terms(self, trainer, x, y, y_pred, sample_weight):
-            step = keras.ops.cast(trainer.optimizer.iterations, "float32")
+        def loss_terms(self, ctx):
+            step = keras.ops.cast(ctx.step, "float32")
             # Finite for steps 0-2, then log(0) * -1 = inf at step 3.
             return {"boom": -keras.ops.log(keras.ops.relu(3.0 - step))}
 
@@ -245,11 +252,9 @@ def test_distillation_detects_softmax_outputs():
         technique = Distillation(teacher, **kwargs)
         trainer = Trainer(student, techniques=[technique])
         trainer.compile(loss="sparse_categorical_crossentropy")
-        return float(
-            technique.loss_terms(trainer, x, y, student(x), None)[
-                "distillation_loss"
-            ]
-        )
+        ctx = StepContext(trainer, x, y)
+        ctx.y_pred = student(x)
+        return float(technique.loss_terms(ctx)["distillation_loss"])
 
     reference = distill_loss(s_logits, t_logits)
     for student, teacher in [
@@ -265,3 +270,197 @@ def test_distillation_detects_softmax_outputs():
     assert abs(wrong - reference) > 1e-2
     with pytest.raises(ValueError, match="from_logits"):
         Distillation(t_logits, from_logits="yes")
+
+
+# ----------------------------------------------------------------------
+# The step contract: one context per step, declared tensors, one graph
+# replacement, held-out batches.
+# ----------------------------------------------------------------------
+class _CountCalls(keras.layers.Layer):
+    """Identity that counts its training calls in a weight."""
+
+    def build(self, input_shape):
+        self.calls = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="calls"
+        )
+
+    def call(self, x, training=False):
+        if training:
+            self.calls.assign_add(1.0)
+        return x
+
+
+def _counted_model():
+    i = keras.Input((6,))
+    h = keras.layers.Dense(5, name="hidden")(i)
+    h = _CountCalls(name="counter")(h)
+    a = keras.layers.Activation("relu", name="act")(h)
+    return keras.Model(i, keras.layers.Dense(3, name="head")(a), name="m")
+
+
+class _Reads(Technique):
+    """Declares tensors and records what its step hooks receive."""
+
+    term_names = ("read",)
+
+    def __init__(self, declared, **kwargs):
+        super().__init__(**kwargs)
+        self.declared = declared
+        self.seen = []  # (hook, id(ctx)) at trace time
+
+    def tensors(self, trainer):
+        return self.declared(trainer)
+
+    def loss_terms(self, ctx):
+        self.seen.append(("loss_terms", id(ctx)))
+        ctx.state(self)["from_loss"] = 1
+        feat = ctx.tensors[self.name]["feat"]
+        return {"read": keras.ops.mean(keras.ops.square(feat))}
+
+    def transform_gradients(self, ctx, grads):
+        self.seen.append(("transform_gradients", id(ctx)))
+        assert ctx.state(self)["from_loss"] == 1
+        assert ctx.grads is not None and len(ctx.grads) == len(grads)
+        return grads
+
+    def after_step(self, ctx):
+        self.seen.append(("after_step", id(ctx)))
+        assert set(ctx.terms) == {"task_loss", "read"}
+
+
+def _regression(n=16, seed=0):
+    rng = np.random.default_rng(seed)
+    return rng.normal(size=(n, 6)).astype("float32"), rng.integers(0, 3, n)
+
+
+def _fit(trainer, x, y, steps):
+    trainer.compile(
+        optimizer=keras.optimizers.SGD(0.0),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    if y is None:  # a dataset
+        return trainer.fit(x, epochs=1, verbose=0).history
+    return trainer.fit(
+        x, y, batch_size=len(x) // steps, epochs=1, shuffle=False, verbose=0
+    ).history
+
+
+@pytest.mark.parametrize("by", ["name", "tensor"])
+def test_declared_tensors_come_from_the_one_training_forward_pass(by):
+    model = _counted_model()
+
+    def declared(trainer):
+        if by == "name":
+            return {"feat": "act"}
+        return {"feat": model.get_layer("act").output}
+
+    tech = _Reads(declared, name="reader")
+    trainer = Trainer(model, [tech])
+    x, y = _regression()
+    history = _fit(trainer, x, y, steps=4)
+    # One forward pass per step: the counting layer ran 4 times in 4 steps.
+    assert float(model.get_layer("counter").calls.numpy()) == 4.0
+    # The term is computed on the declared tensor (the activations).
+    feat = keras.Model(model.input, model.get_layer("act").output)(x)
+    expected = float(keras.ops.mean(keras.ops.square(feat)))
+    assert history["read"][0] == pytest.approx(expected, rel=1e-5)
+    # One context per step trace, shared by all hooks of the step.
+    hooks = [h for h, _ in tech.seen]
+    assert hooks == ["loss_terms", "transform_gradients", "after_step"]
+    assert len({c for _, c in tech.seen}) == 1
+
+
+class _Replaces(Technique):
+    """Replaces the training graph; `drop` names layers it leaves out."""
+
+    def __init__(self, drop=(), **kwargs):
+        super().__init__(**kwargs)
+        self.drop = tuple(drop)
+
+    def training_graph(self, trainer, model):
+        from keras_compact.graph.walk import ModelGraph
+
+        graph = ModelGraph(model)
+
+        def layer_fn(node):
+            if node.name in self.drop:
+                return keras.ops.relu  # a plain function: no layer node
+            return None
+
+        mapping = graph.rebuild(layer_fn=layer_fn)
+        out = mapping[id(graph.outputs[0])]
+        return keras.Model(graph.inputs[0], out, name="replaced")
+
+
+def test_declared_tensors_are_read_from_the_replaced_graph():
+    model = _counted_model()
+    tech = _Reads(lambda t: {"feat": "hidden"}, name="reader")
+    replacer = _Replaces(drop=("act",), name="replacer")
+    trainer = Trainer(model, [tech, replacer])
+    x, y = _regression()
+    _fit(trainer, x, y, steps=2)
+    assert float(model.get_layer("counter").calls.numpy()) == 2.0
+
+
+def test_two_graph_replacements_are_refused():
+    with pytest.raises(ValueError, match="At most one technique.*'a'.*'b'"):
+        Trainer(_counted_model(), [_Replaces(name="a"), _Replaces(name="b")])
+
+
+def test_a_declared_layer_missing_from_the_replaced_graph_is_refused():
+    tech = _Reads(lambda t: {"feat": "act"}, name="reader")
+    replacer = _Replaces(drop=("act",), name="replacer")
+    with pytest.raises(ValueError, match="'act'.*'replacer'.*'reader'"):
+        Trainer(_counted_model(), [tech, replacer])
+
+
+def test_unknown_declared_layer_is_refused():
+    tech = _Reads(lambda t: {"feat": "nope"}, name="reader")
+    with pytest.raises(ValueError, match="Received: feat='nope'"):
+        Trainer(_counted_model(), [tech])
+    tech = _Reads(lambda t: {"feat": 3}, name="reader")
+    with pytest.raises(TypeError, match="Received: feat=3"):
+        Trainer(_counted_model(), [tech])
+
+
+class _HeldOut(Technique):
+    """Sums the held-out batch it gets with each step."""
+
+    extra_forward_passes = 1
+
+    def __init__(self, data, **kwargs):
+        super().__init__(**kwargs)
+        self.data = data
+        self.total = self.add_weight(
+            shape=(), initializer="zeros", trainable=False, name="total"
+        )
+
+    def held_out_data(self, trainer):
+        return self.data
+
+    def after_step(self, ctx):
+        x, _ = ctx.held_out[self.name]
+        self.total.assign_add(keras.ops.sum(x))
+
+
+def test_held_out_batches_arrive_with_each_training_batch():
+    import tensorflow as tf
+
+    # Held-out batch k is all k: 3 held-out batches for 4 steps (repeated).
+    held = tf.data.Dataset.from_tensor_slices(
+        (np.repeat(np.arange(3.0), 2)[:, None], np.zeros(6))
+    ).batch(2)
+    tech = _HeldOut(held, name="held")
+    trainer = Trainer(_counted_model(), [tech])
+    assert trainer.forward_passes == 2
+    x, y = _regression()
+    data = tf.data.Dataset.from_tensor_slices((x, y)).batch(4)
+    _fit(trainer, data, None, steps=4)
+    # Steps 0..3 get batches 0, 1, 2, 0: each of 2 values.
+    assert float(tech.total.numpy()) == 2 * (0 + 1 + 2 + 0)
+    # Arrays are batched into a dataset (same batches, no shuffling).
+    tech.total.assign(0.0)
+    _fit(trainer, x, y, steps=4)
+    assert float(tech.total.numpy()) == 6.0
+    with pytest.raises(TypeError, match="Expected `x` to be a tf.data"):
+        trainer.fit(iter([(x, y)]), verbose=0)

@@ -11,26 +11,13 @@ from keras_compact.auxiliary.booster import AuxiliaryBooster
 from keras_compact.graph import outputs
 from keras_compact.graph.taps import find_taps
 from keras_compact.graph.walk import ModelGraph, as_functional
+from keras_compact.training import arguments as args
+from keras_compact.training import tensorflow_step
+from keras_compact.training.report import TechniqueReport
 from keras_compact.training.technique import Technique
+from keras_compact.training.untracked import Untracked
 
 _EXTRAS_KEY = "auxiliary_taps"
-
-
-class _Private:
-    """Training plumbing kept out of the technique's saved state.
-
-    A plain object on purpose, so that Keras does not track what it holds:
-    the tap model (it shares the compact model's layers, which are saved
-    once, with the model), the held-out iterator and the architecture
-    optimizer of the search (the architecture logits are saved, as a
-    weight of each booster).
-    """
-
-    def __init__(self):
-        self.tap_model = None
-        self.output_template = None
-        self.iterator = None
-        self.optimizer = None
 
 
 @keras_compact_export
@@ -163,11 +150,6 @@ class AuxiliaryModule(Technique):
         CVPR 2020 (the released auxiliary-module design followed here).
     """
 
-    # The taps come out of the same forward pass when this technique owns
-    # it; when another technique (e.g. NetAug) does, `loss_terms` taps the
-    # compact model's graph itself (one extra trunk pass).
-    forward_optional = True
-
     def __init__(
         self,
         taps="auto",
@@ -202,25 +184,17 @@ class AuxiliaryModule(Technique):
                 "Expected `connections` to be 'all', 'search' or a "
                 f"structure dict. Received: connections={connections!r}"
             )
-        if (
-            not isinstance(top_k, (int, np.integer))
-            or isinstance(top_k, bool)
-            or top_k < 1
-        ):
-            raise ValueError(
-                f"Expected `top_k` to be an int >= 1. Received: top_k={top_k!r}"
-            )
-        _check_number("aux_width_mult", aux_width_mult, strict=True)
-        _check_number("lambda_aux", lambda_aux, strict=False)
-        _check_number("lambda_mut", lambda_mut, strict=False)
-        _check_number("temperature", temperature, strict=True)
-        _check_number("arch_learning_rate", arch_learning_rate, strict=True)
-        _check_number("min_separation", min_separation, strict=False)
-        _check_number("min_logit", min_logit, strict=False)
-        if seed is not None and (
-            not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)
-        ):
-            raise TypeError(f"Expected `seed` to be an int. Received: {seed=}")
+        args.check_int(top_k, "top_k", minimum=1)
+        args.check_float(aux_width_mult, "aux_width_mult", low=0, low_open=True)
+        args.check_float(lambda_aux, "lambda_aux", low=0)
+        args.check_float(lambda_mut, "lambda_mut", low=0)
+        args.check_float(temperature, "temperature", low=0, low_open=True)
+        args.check_float(
+            arch_learning_rate, "arch_learning_rate", low=0, low_open=True
+        )
+        args.check_float(min_separation, "min_separation", low=0)
+        args.check_float(min_logit, "min_logit", low=0)
+        args.check_seed(seed)
         self.taps = taps if taps == "auto" else _copy(taps)
         self.connections = _copy(connections)
         self.top_k = int(top_k)
@@ -236,10 +210,18 @@ class AuxiliaryModule(Technique):
         self.term_names = ("aux_loss",) + (
             ("mutual_loss",) if self.lambda_mut > 0 else ()
         )
-        self._private = _Private()
+        # Training plumbing kept out of the technique's saved state: the
+        # tap model (it shares the compact model's layers, saved with the
+        # model), the held-out iterator and the architecture optimizer of
+        # the search (the architecture logits are saved, in each booster).
+        self._private = Untracked(
+            tap_model=None, output_template=None, iterator=None, optimizer=None
+        )
         self._attached = False
         if self.searching:
-            # The held-out step draws from a tf.data iterator: keep XLA off.
+            # The architecture step runs the trunk on the held-out batch.
+            self.extra_forward_passes = 1
+            # Its nested gradient tape and stateless scope: keep XLA off.
             self.supports_jit = False
 
     @property
@@ -276,6 +258,7 @@ class AuxiliaryModule(Technique):
             {"main": model.output, "taps": unique},
             name=f"{model.name}_with_taps",
         )
+        self._private.taps = unique
         self._private.output_template = model.output
         boosters, self._head_from_logits = [], []
         for k, (head, out) in enumerate(zip(self.heads, graph.outputs)):
@@ -323,6 +306,10 @@ class AuxiliaryModule(Technique):
             )
         self._attached = True
 
+    def tensors(self, trainer):
+        # The taps come out of the trainer's training forward pass.
+        return {f"tap_{i}": t for i, t in enumerate(self._private.taps)}
+
     def validate(self, trainer):
         if not self.searching:
             return
@@ -342,47 +329,53 @@ class AuxiliaryModule(Technique):
                 "Expected `search_data` to be a tf.data.Dataset of batches "
                 f"or an (x, y) tuple of arrays. Received: {type(data)}"
             )
-        if self._private.iterator is None:
-            self._private.iterator = iter(data.repeat())
+        self._private.search_data = data
         if self._private.optimizer is None:
             opt = keras.optimizers.Adam(self.arch_learning_rate)
             opt.build(self._arch_variables())
             self._private.optimizer = opt
 
-    def forward(self, trainer, x):
-        out = self._private.tap_model(x, training=True)
-        return out["main"], {_EXTRAS_KEY: out["taps"]}
+    def held_out_data(self, trainer):
+        # `fit` zips it with the training data: one held-out batch arrives
+        # with each training batch (each epoch reads it from its start).
+        return self._private.search_data if self.searching else None
 
-    def loss_terms(self, trainer, x, y, y_pred, sample_weight):
-        extras = trainer.extras
-        if isinstance(extras, dict) and _EXTRAS_KEY in extras:
-            taps = extras[_EXTRAS_KEY]
-        else:
-            # Another technique owns the forward pass: tap the graph again.
-            taps = self._private.tap_model(x, training=True)["taps"]
-        aux_pred = self._aux_predictions(taps, training=True)
+    def _taps_of(self, tensors):
+        mine = tensors[self.name]
+        return [mine[f"tap_{i}"] for i in range(len(self._private.taps))]
+
+    def loss_terms(self, ctx):
+        aux_pred = self._aux_predictions(
+            self._taps_of(ctx.tensors), training=True
+        )
         terms = {
             "aux_loss": keras.ops.multiply(
                 self.lambda_aux,
-                trainer.task_loss(y, aux_pred, sample_weight),
+                ctx.trainer.task_loss(ctx.y, aux_pred, ctx.sample_weight),
             )
         }
         if self.lambda_mut > 0:
             terms["mutual_loss"] = keras.ops.multiply(
-                self.lambda_mut, self._mutual(y_pred, aux_pred)
+                self.lambda_mut, self._mutual(ctx.y_pred, aux_pred)
             )
         return terms
 
-    def after_step(self, trainer):
+    def after_step(self, ctx):
+        """The architecture step of the search: one first-order DARTS step
+        of the gate logits on the step's held-out batch, after the weight
+        update."""
         if not self.searching:
             return
-        if self._private.iterator is None:
+        batch = ctx.held_out.get(self.name)
+        if batch is None or self._private.optimizer is None:
             raise ValueError(
-                "The search needs `fit` (which prepares `search_data`)."
+                "The search takes its held-out batch from `fit` (which zips "
+                "`search_data` with the training data). Received: no "
+                f"held-out batch for technique {self.name!r}"
             )
         import tensorflow as tf
 
-        batch = next(self._private.iterator)
+        trainer = ctx.trainer
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(batch)
         variables = self._arch_variables()
         sources = [getattr(v, "value", v) for v in variables]
@@ -392,13 +385,19 @@ class AuxiliaryModule(Technique):
             # statistics the BatchNormalization layers would write (the
             # compact model's and the booster's) are discarded.
             with keras.StatelessScope():
-                out = self._private.tap_model(x, training=True)
-                aux_pred = self._aux_predictions(out["taps"], training=True)
+                y_main, tensors = trainer.training_forward(x)
+                aux_pred = self._aux_predictions(
+                    self._taps_of(tensors), training=True
+                )
                 loss = trainer.task_loss(y, aux_pred, sample_weight)
                 if self.lambda_mut > 0:
                     loss = loss + self.lambda_mut * self._mutual(
-                        out["main"], aux_pred
+                        y_main, aux_pred
                     )
+                # The optimizer sums the replicas' gradients.
+                loss = tensorflow_step.rescale(
+                    loss, 1.0 / tensorflow_step.replicas()
+                )
         grads = tape.gradient(loss, sources)
         self._private.optimizer.apply_gradients(zip(grads, variables))
         self.search_steps.assign_add(1)
@@ -597,11 +596,13 @@ class AuxiliaryModule(Technique):
                 )
             warnings.warn(msg, UserWarning, stacklevel=3)
 
-    def describe(self):
-        """A readable description of the booster structure of every head."""
-        self._require_attached("describe")
-        blocks = []
-        report = self.search_report() if self.searching else {}
+    def _report(self):
+        """The booster of every head (applied: one row per head, with its
+        mode: fixed, or the state of the connection search) and its
+        structure (the notes: which taps feed which booster node)."""
+        self._require_attached("summary")
+        report = TechniqueReport(type(self).__name__)
+        search = self.search_report() if self.searching else {}
         for head, booster in zip(self.heads, self.boosters):
             gates = None
             if booster.search:
@@ -619,7 +620,7 @@ class AuxiliaryModule(Technique):
                 head, self.tap_lists[head], self._tap_shapes[head], conn, gates
             )
             if booster.search:
-                r = report[head]
+                r = search[head]
                 mode = (
                     f"searching, {r['steps']} steps: {r['decided']} of "
                     f"{r['edges']} extra edges decided (|beta| > margin "
@@ -630,12 +631,9 @@ class AuxiliaryModule(Technique):
                     mode += "; nothing separated: falls back to connect-all"
             else:
                 mode = "fixed"
-            blocks.append(f"{text}\n  ({mode})")
-        return "\n".join(blocks)
-
-    def summary(self):
-        """Prints `describe()`."""
-        print(self.describe())
+            report.add(head, "applied", mode, taps=len(self.tap_lists[head]))
+            report.note(text)
+        return report
 
     def fixed(self, top_k=None, min_separation=None):
         """A new technique with the searched structure, not attached.
@@ -660,7 +658,7 @@ class AuxiliaryModule(Technique):
         if top_k is not None:
             structure_lib.select_edges([[0]], [[]], top_k, 0.0)
         if min_separation is not None:
-            _check_number("min_separation", min_separation, strict=False)
+            args.check_float(min_separation, "min_separation", low=0)
         report = None
         if self.searching:
             report = self.search_report(top_k, min_separation)
@@ -758,22 +756,6 @@ class AuxiliaryModule(Technique):
             "min_logit": self.min_logit,
             "seed": self.seed,
         }
-
-
-def _check_number(name, value, strict):
-    try:
-        v = float(value)
-    except (TypeError, ValueError):
-        raise TypeError(
-            f"Expected `{name}` to be a number. Received: {name}={value!r}"
-        ) from None
-    ok = v > 0 if strict else v >= 0
-    if not ok or not np.isfinite(v):
-        bound = "> 0" if strict else ">= 0"
-        raise ValueError(
-            f"Expected `{name}` to be a finite number {bound}. "
-            f"Received: {name}={value!r}"
-        )
 
 
 def _copy(value):

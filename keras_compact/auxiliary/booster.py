@@ -6,6 +6,7 @@ import keras
 
 from keras_compact.api_export import keras_compact_export
 from keras_compact.auxiliary import structure as structure_lib
+from keras_compact.training import tensorflow_step
 
 
 class _ConvBN(keras.layers.Layer):
@@ -24,7 +25,11 @@ class _ConvBN(keras.layers.Layer):
             kernel_initializer=keras.initializers.HeNormal(seed=seed),
             name=f"{self.name}_conv",
         )
-        self.bn = keras.layers.BatchNormalization(name=f"{self.name}_bn")
+        # Synchronized under a strategy of several replicas (as the compact
+        # model's must be): every replica normalises with the global batch.
+        self.bn = keras.layers.BatchNormalization(
+            synchronized=tensorflow_step.synchronized(), name=f"{self.name}_bn"
+        )
 
     def build(self, input_shape):
         self.conv.build(input_shape)

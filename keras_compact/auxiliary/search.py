@@ -161,7 +161,7 @@ def search_connections(
     )
     result = module.fixed()
     result.search_log = history.history
-    result.search_description = module.describe()
+    result.search_description = str(module._report())
     result.search_logits = {
         head: module._logits(b)
         for head, b in zip(module.heads, module.boosters)

@@ -4,8 +4,8 @@
   `Trainer`, exported through `strip()`) to a `.tflite` file in float32,
   float16, dynamic-range or full int8, optionally with sparse storage.
 - `load_interpreter`, `run_tflite`: run a file with LiteRT
-  (`ai_edge_litert`), falling back, with a warning, to `tflite_runtime`
-  then `tf.lite`.
+  (`ai_edge_litert`), falling back, with a warning, to `tf.lite` then
+  `tflite_runtime` (skipped with its reason under numpy 2).
 - `verify_tflite`: an `ExportReport` of fidelity to Keras (max |diff|,
   top-1 agreement, accuracy), size (raw and gzip), latency at batch 1.
 - `export_and_verify`, `format_reports`: several modes in one table.

@@ -102,17 +102,9 @@ def export_tflite(
     - `"dynamic_range"`: int8 weights, float activations; no calibration.
     - `"int8"`: full integer quantization (weights and activations) with
       only int8 builtin ops, calibrated on `representative_data`. Inputs
-      and outputs stay float32 unless `int8_io=True`. Top-1 agreement
-      with Keras, measured on the zoo (`benchmarks/results/zoo_*.md`):
-      97.2-99.0% for 7 of the 8 models after 12 epochs or fewer; the deep
-      pre-activation WRN-28-2 agrees on 96.4% after 12 epochs (72.6%
-      accuracy) and 98.4% after 20 (79.0%). A barely trained model agrees
-      less (95% at 41% accuracy): many of its images have two logits
-      closer than one int8 step. More calibration data does not change
-      that: on WRN-28-2, 200, 1,000 and 3,000 calibration images give
-      95.9%, 96.1% and 95.3% on 3,000 test images, and every quantized
-      tensor is at the plain-rounding error floor
-      (`benchmarks/results/int8_diagnosis_wrn28_2.md`).
+      and outputs stay float32 unless `int8_io=True`. Measured top-1
+      agreement with Keras is in the README and
+      `benchmarks/results/zoo_int8_*.md`.
 
     A `Trainer` holding a `keras_compact.QuantizationAwareTraining`
     technique exports to `"int8"` through its fake-quant model
@@ -226,13 +218,7 @@ def export_tflite(
             model, representative_data, num_calibration
         )
 
-    with (
-        tempfile.TemporaryDirectory(prefix="keras_compact_") as tmp,
-        _native_log_captured() as native_log,
-    ):
-        saved_model = os.path.join(tmp, "saved_model")
-        model.export(saved_model, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+    def configure(converter):
         optimizations = []
         if quantization != "float32":
             optimizations.append(tf.lite.Optimize.DEFAULT)
@@ -251,14 +237,42 @@ def export_tflite(
             if int8_io:
                 converter.inference_input_type = tf.int8
                 converter.inference_output_type = tf.int8
+
+    flatbuffer = _convert(
+        model, configure, f"TFLite conversion ({quantization})"
+    )
+    return _write(path, flatbuffer)
+
+
+def _convert(model, configure, what="TFLite conversion"):
+    """Converts a Keras model to a TFLite flatbuffer (bytes).
+
+    The model is exported as a SavedModel in a temporary folder and read by
+    `tf.lite.TFLiteConverter.from_saved_model`; `configure(converter)` sets
+    the converter's options. The converter's native log is captured and
+    quoted in the error when the conversion fails.
+
+    Raises:
+        RuntimeError: if the conversion fails (`what` names it).
+    """
+    with (
+        tempfile.TemporaryDirectory(prefix="keras_compact_") as tmp,
+        _native_log_captured() as native_log,
+    ):
+        saved_model = os.path.join(tmp, "saved_model")
+        model.export(saved_model, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(saved_model)
+        configure(converter)
         try:
-            flatbuffer = converter.convert()
+            return converter.convert()
         except Exception as e:
             raise RuntimeError(
-                f"TFLite conversion failed ({quantization}). Converter "
-                f"log:\n{native_log.text()}"
+                f"{what} failed. Converter log:\n{native_log.text()}"
             ) from e
 
+
+def _write(path, flatbuffer):
+    """Writes a flatbuffer to `path` (making its folder) and returns `path`."""
     parent = os.path.dirname(os.fspath(path))
     if parent:
         os.makedirs(parent, exist_ok=True)

@@ -25,8 +25,9 @@ failing. Widenable groups are classified:
 - `"width"`: every other widenable group (stems, stage outputs tied through
   residual adds, heads, plain convolution chains).
 
-Only standard Keras layers are understood; a subclass of a standard layer may
-compute something else, so it is treated as unsupported.
+Layers are matched by kind (`keras_compact.graph.kinds`: a subclass of a
+standard layer is of that layer's kind); a subclass that overrides `call`
+may compute something else, so it is treated as unsupported.
 
 Example:
 
@@ -46,53 +47,20 @@ import numbers
 import keras
 import numpy as np
 
+from keras_compact.graph import kinds
 from keras_compact.graph.walk import ModelGraph
 
 L = keras.layers
 
 #: Layers whose output channels are new (a kernel maps input to output).
-KERNEL_LAYERS = (L.Conv1D, L.Conv2D, L.Dense, L.SeparableConv2D)
+KERNEL_LAYERS = kinds.of("conv1d", "conv2d", "dense", "separable2d")
 #: Layers that act on every channel separately, with per-channel weights.
-DEPTHWISE_LAYERS = (L.DepthwiseConv1D, L.DepthwiseConv2D)
+DEPTHWISE_LAYERS = kinds.DEPTHWISE
 #: Layers without weights that treat every channel alike and keep the
 #: channel axis last.
-PASSTHROUGH_LAYERS = (
-    L.Activation,
-    L.ReLU,
-    L.LeakyReLU,
-    L.ELU,
-    L.Dropout,
-    L.SpatialDropout1D,
-    L.SpatialDropout2D,
-    L.GaussianNoise,
-    L.GaussianDropout,
-    L.AlphaDropout,
-    L.ActivityRegularization,
-    L.Identity,
-    L.ZeroPadding1D,
-    L.ZeroPadding2D,
-    L.Cropping1D,
-    L.Cropping2D,
-    L.UpSampling1D,
-    L.UpSampling2D,
-    L.MaxPooling1D,
-    L.MaxPooling2D,
-    L.AveragePooling1D,
-    L.AveragePooling2D,
-    L.GlobalAveragePooling1D,
-    L.GlobalAveragePooling2D,
-    L.GlobalMaxPooling1D,
-    L.GlobalMaxPooling2D,
-)
+PASSTHROUGH_LAYERS = kinds.CHANNEL_PRESERVING
 #: Merge layers that combine same-shaped tensors elementwise.
-ELEMENTWISE_MERGES = (
-    L.Add,
-    L.Subtract,
-    L.Multiply,
-    L.Average,
-    L.Maximum,
-    L.Minimum,
-)
+ELEMENTWISE_MERGES = kinds.ELEMENTWISE_MERGES
 #: `keras.ops` operations (used on symbolic tensors, e.g. `x + 3.0`) that act
 #: elementwise, matched by class name.
 ELEMENTWISE_OPS = frozenset(
@@ -321,15 +289,17 @@ class ChannelGroups:
             return self._visit_op(node, ins)
         if isinstance(op, keras.Model):
             return self._fixed_node(node, f"{name}: nested model")
-        if len(node.inputs) != 1 and not (
-            kind in ELEMENTWISE_MERGES or kind is L.Concatenate
-        ):
+        if kinds.kind_of(op) is not None and not kinds.computes_as_keras(op):
+            return self._fixed_node(
+                node, f"{name}: {kind.__name__} overrides call"
+            )
+        if len(node.inputs) != 1 and not isinstance(op, kinds.MERGES):
             return self._fixed_node(
                 node, f"{name}: {kind.__name__} with several inputs"
             )
-        if kind in KERNEL_LAYERS:
+        if isinstance(op, KERNEL_LAYERS):
             return self._visit_kernel(node, ins[0])
-        if kind in DEPTHWISE_LAYERS:
+        if isinstance(op, DEPTHWISE_LAYERS):
             if op.depth_multiplier != 1 or op.data_format != "channels_last":
                 return self._fixed_node(
                     node,
@@ -339,7 +309,7 @@ class ChannelGroups:
             if len(ins[0]) == 1:  # not concatenated channels
                 self._atoms[self._find(ins[0][0])].depthwise = True
             return self._set_out(node, [ins[0]])
-        if kind is L.BatchNormalization:
+        if isinstance(op, L.BatchNormalization):
             rank = len(node.inputs[0].shape)
             if op.axis not in (-1, rank - 1) or op.renorm:
                 return self._fixed_node(
@@ -348,34 +318,37 @@ class ChannelGroups:
                     " or with renorm",
                 )
             return self._set_out(node, [ins[0]])
-        if kind in PASSTHROUGH_LAYERS:
+        if isinstance(op, PASSTHROUGH_LAYERS):
             fmt = getattr(op, "data_format", "channels_last")
             act = getattr(op, "activation", None)
             act_name = getattr(act, "__name__", "")
             if fmt != "channels_last":
                 return self._fixed_node(node, f"{name}: channels_first")
-            if kind is L.Activation and act_name in _CHANNELWISE_ACTIVATIONS:
+            if (
+                isinstance(op, L.Activation)
+                and act_name in _CHANNELWISE_ACTIVATIONS
+            ):
                 for a in ins[0]:
                     self._fix(a, f"{name}: {act_name} mixes channels")
             if len(node.outputs[0].shape) < 2:
                 return self._fixed_node(node, f"{name}: output without axes")
             return self._set_out(node, [ins[0]])
-        if kind is L.Rescaling:
+        if isinstance(op, L.Rescaling):
             if np.size(op.scale) == 1 and np.size(op.offset) == 1:
                 return self._set_out(node, [ins[0]])
             return self._fixed_node(node, f"{name}: per-channel Rescaling")
-        if kind in ELEMENTWISE_MERGES:
+        if isinstance(op, ELEMENTWISE_MERGES):
             return self._visit_elementwise(node, ins, node.inputs)
-        if kind is L.Concatenate:
+        if isinstance(op, L.Concatenate):
             return self._visit_concat(node, ins)
-        if kind is L.Flatten:
+        if isinstance(op, L.Flatten):
             shape = tuple(node.inputs[0].shape)[1:-1]
             if all(d == 1 for d in shape):
                 return self._set_out(node, [ins[0]])
             return self._fixed_node(
                 node, f"{name}: Flatten over spatial positions {shape}"
             )
-        if kind is L.Reshape:
+        if isinstance(op, L.Reshape):
             src = tuple(node.inputs[0].shape)
             dst = tuple(node.outputs[0].shape)
             if (
@@ -504,8 +477,7 @@ class ChannelGroups:
 
     def _is_pointwise(self, layer_name):
         layer = self.graph.nodes_of(layer_name)[0].operation
-        ks = getattr(layer, "kernel_size", None)
-        return ks is not None and all(k == 1 for k in ks)
+        return kinds.is_pointwise_conv(layer)
 
     def layout(self, tensor):
         """The group indices of a symbolic tensor's channels, in order.
@@ -555,11 +527,13 @@ class ChannelGroups:
         out = []
         for node in self.graph.nodes:
             op = node.operation
-            if node.is_input or type(op) not in KERNEL_LAYERS:
+            if node.is_input or not isinstance(op, KERNEL_LAYERS):
                 continue
             if gi not in self.layout(node.inputs[0]):
                 continue
-            if type(op) is not L.Dense and not self._is_pointwise(node.name):
+            if not isinstance(op, L.Dense) and not self._is_pointwise(
+                node.name
+            ):
                 continue
             if self._after_global_pooling(node) or node.name in out:
                 continue
@@ -567,12 +541,7 @@ class ChannelGroups:
         return out
 
     def _after_global_pooling(self, node):
-        pools = (
-            L.GlobalAveragePooling1D,
-            L.GlobalAveragePooling2D,
-            L.GlobalMaxPooling1D,
-            L.GlobalMaxPooling2D,
-        )
+        pools = kinds.GLOBAL_POOLING
         walk = node
         while walk.parents:
             parent = self.graph.producer(walk.inputs[0])
@@ -580,7 +549,7 @@ class ChannelGroups:
                 return True
             if parent.is_input or len(parent.inputs) != 1:
                 return False
-            if type(parent.operation) in KERNEL_LAYERS + DEPTHWISE_LAYERS:
+            if isinstance(parent.operation, KERNEL_LAYERS + DEPTHWISE_LAYERS):
                 return False
             walk = parent
         return False

@@ -29,16 +29,13 @@ import math
 
 import keras
 
+from keras_compact.graph import kinds
 from keras_compact.graph.walk import ModelGraph, is_functional
 
-_CONV = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
-_DEPTHWISE = (keras.layers.DepthwiseConv1D, keras.layers.DepthwiseConv2D)
-_SEPARABLE = (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D)
-_TRANSPOSE = (
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-)
+_CONV = kinds.CONVS
+_DEPTHWISE = kinds.DEPTHWISE
+_SEPARABLE = kinds.SEPARABLE
+_TRANSPOSE = kinds.TRANSPOSED
 
 
 def count_params(model):

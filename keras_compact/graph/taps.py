@@ -36,34 +36,20 @@ import dataclasses
 
 import keras
 
+from keras_compact.graph import kinds as layer_kinds
 from keras_compact.graph.walk import ModelGraph
 
-_ACTIVATIONS = (
-    keras.layers.Activation,
-    keras.layers.ReLU,
-    keras.layers.LeakyReLU,
-    keras.layers.ELU,
-    keras.layers.PReLU,
-)
+_ACTIVATIONS = layer_kinds.ACTIVATIONS + layer_kinds.of("prelu")
 _PASSTHROUGH = _ACTIVATIONS + (
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout2D,
+    keras.layers.Dropout,  # and SpatialDropout*D
     keras.layers.GaussianNoise,
     keras.layers.ZeroPadding2D,
 )
 _FOLLOWERS = _ACTIVATIONS + (
-    keras.layers.BatchNormalization,
-    keras.layers.LayerNormalization,
-    keras.layers.GroupNormalization,
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout2D,
-    keras.layers.GaussianNoise,
+    layer_kinds.of("batch_norm", "layer_norm", "group_norm")
+    + (keras.layers.Dropout, keras.layers.GaussianNoise)
 )
-_CONVS = (
-    keras.layers.Conv2D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv2D,
-)
+_CONVS = layer_kinds.of("conv2d", "depthwise2d", "separable2d")
 _POOLS = (keras.layers.MaxPooling2D, keras.layers.AveragePooling2D)
 
 
@@ -375,11 +361,9 @@ class _HeadAnalysis:
                     return True
                 u = src
                 continue
-            pointwise = (
-                isinstance(op, keras.layers.Conv2D)
-                and tuple(op.kernel_size) == (1, 1)
-                and max(op.strides) == 1
-            )
+            pointwise = isinstance(
+                op, keras.layers.Conv2D
+            ) and layer_kinds.is_pointwise_conv(op, unit_strides=True)
             return pointwise and tapped(src)
 
     def make_taps(self, tensors, kinds, default_kind="named"):

@@ -6,7 +6,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_compact.graph.batch_norm import batch_statistics_norm
 from keras_compact.graph.walk import ModelGraph
+from keras_compact.training.untracked import Untracked
 
 _PROBES = weakref.WeakKeyDictionary()
 
@@ -17,21 +19,13 @@ class _BatchStatistics(keras.layers.Layer):
 
     def __init__(self, bn, **kwargs):
         super().__init__(name=f"{bn.name}_stats", **kwargs)
-        self._bn = [bn]
+        self._bn = Untracked(layer=bn)
         self.built = True
 
     def call(self, x):
-        bn = self._bn[0]
-        axes = [i for i in range(len(x.shape)) if i != bn.axis % len(x.shape)]
-        mean, var = ops.moments(ops.cast(x, "float32"), axes=axes)
-        out = ops.batch_normalization(
-            ops.cast(x, "float32"),
-            mean,
-            var,
-            axis=bn.axis,
-            offset=bn.beta,
-            scale=bn.gamma,
-            epsilon=bn.epsilon,
+        bn = self._bn.layer
+        out, mean, var = batch_statistics_norm(
+            ops.cast(x, "float32"), bn.axis, bn.epsilon, bn.gamma, bn.beta
         )
         return ops.cast(out, x.dtype), mean, var
 

@@ -39,6 +39,9 @@ import keras
 import numpy as np
 from keras import ops
 
+from keras_compact.graph.batch_norm import batch_statistics_norm
+from keras_compact.training.untracked import Untracked
+
 #: One segment of a channel axis: `size` tiny channels of channel group
 #: `group`; `widx` is the group's index in the `widths` vector (None when the
 #: group is not augmented), `extra` its largest number of extra channels and
@@ -73,16 +76,6 @@ def _take(x, axis, start, stop):
     index = [slice(None)] * len(x.shape)
     index[axis] = slice(start, stop)
     return x[tuple(index)]
-
-
-class _Ref:
-    """Holds a layer without letting Keras track it (its weights belong to
-    the user's model, not to the technique)."""
-
-    __slots__ = ("layer",)
-
-    def __init__(self, layer):
-        self.layer = layer
 
 
 class _Slot:
@@ -206,14 +199,16 @@ class ElasticLayer(keras.layers.Layer):
         kwargs.setdefault("name", f"{layer.name}_netaug")
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(**kwargs)
-        self._ref = _Ref(layer)
+        self._ref = Untracked(layer=layer)
         self.in_segments = tuple(in_segments)
         self.out_segments = (
             None if out_segments is None else tuple(out_segments)
         )
         self.track_extra_statistics = bool(track_extra_statistics)
         self.gradient_taps = bool(gradient_taps)
-        self._rng = _Ref(np.random.default_rng() if rng is None else rng)
+        self._rng = Untracked(
+            generator=np.random.default_rng() if rng is None else rng
+        )
         self.slots = []
         self._create_extras()
         self.built = True
@@ -228,7 +223,7 @@ class ElasticLayer(keras.layers.Layer):
         draws of the layer's own initializer, rescaled to the empirical
         standard deviation of the tiny kernel, then the block."""
         initializer = keras.initializers.get(initializer)
-        rng = self._rng.layer
+        rng = self._rng.generator
 
         def init(shape, dtype=None):
             full = tiled_draw(
@@ -552,7 +547,7 @@ class BatchStatisticsNorm(keras.layers.Layer):
         kwargs.setdefault("name", f"{layer.name}_netaug")
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(**kwargs)
-        self._ref = _Ref(layer)
+        self._ref = Untracked(layer=layer)
         self._taps = {}
         for attr in ("gamma", "beta"):
             var = getattr(layer, attr, None)
@@ -581,22 +576,13 @@ class BatchStatisticsNorm(keras.layers.Layer):
         layer = self._ref.layer
         if not (training and layer.trainable):
             return layer(inputs, training=False)
-        x = inputs
-        if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
-            x = ops.cast(x, "float32")
-        rank = len(x.shape)
-        axis = layer.axis % rank
-        reduce = [i for i in range(rank) if i != axis]
-        mean, variance = ops.moments(x, axes=reduce)
-        beta, gamma = self._read("beta"), self._read("gamma")
-        outputs = ops.batch_normalization(
-            x,
-            mean,
-            variance,
-            axis=axis,
-            offset=None if beta is None else ops.cast(beta, x.dtype),
-            scale=None if gamma is None else ops.cast(gamma, x.dtype),
+        outputs, _, _ = batch_statistics_norm(
+            inputs,
+            axis=layer.axis,
             epsilon=layer.epsilon,
+            gamma=self._read("gamma"),
+            beta=self._read("beta"),
+            synchronized=layer.synchronized,
         )
         return ops.cast(outputs, self.compute_dtype)
 
@@ -635,30 +621,32 @@ class ElasticBatchNorm(ElasticLayer):
 
     def call(self, inputs, widths, training=None, mask=None):
         layer = self.layer
+        gamma = beta = None
+        if self.gamma_slot is not None:
+            gamma = self._active_vector(self.gamma_slot, widths)
+        if self.beta_slot is not None:
+            beta = self._active_vector(self.beta_slot, widths)
+        if training and layer.trainable:
+            outputs, mean, variance = batch_statistics_norm(
+                inputs,
+                -1,
+                layer.epsilon,
+                gamma,
+                beta,
+                synchronized=layer.synchronized,
+            )
+            if self.track_extra_statistics:
+                self._update_extra_statistics(mean, variance, widths)
+            return ops.cast(outputs, self.compute_dtype)
         x = inputs
         if keras.backend.standardize_dtype(x.dtype) in ("float16", "bfloat16"):
             x = ops.cast(x, "float32")
-        gamma = beta = None
-        if self.gamma_slot is not None:
-            gamma = ops.cast(
-                self._active_vector(self.gamma_slot, widths), x.dtype
-            )
-        if self.beta_slot is not None:
-            beta = ops.cast(
-                self._active_vector(self.beta_slot, widths), x.dtype
-            )
-        if training and layer.trainable:
-            axes = list(range(len(inputs.shape) - 1))
-            mean, variance = ops.moments(x, axes=axes)
-            if self.track_extra_statistics:
-                self._update_extra_statistics(mean, variance, widths)
-        else:
-            mean = ops.cast(
-                self._active_vector(self.mean_slot, widths), x.dtype
-            )
-            variance = ops.cast(
-                self._active_vector(self.var_slot, widths), x.dtype
-            )
+        if gamma is not None:
+            gamma = ops.cast(gamma, x.dtype)
+        if beta is not None:
+            beta = ops.cast(beta, x.dtype)
+        mean = ops.cast(self._active_vector(self.mean_slot, widths), x.dtype)
+        variance = ops.cast(self._active_vector(self.var_slot, widths), x.dtype)
         outputs = ops.batch_normalization(
             x,
             mean,

@@ -1,7 +1,6 @@
 """`NetAug`: network augmentation (Cai et al., ICLR 2022) as a `Technique`."""
 
 import math
-import numbers
 import random
 import warnings
 
@@ -14,8 +13,11 @@ from keras_compact.api_export import keras_compact_export
 from keras_compact.graph.walk import is_functional
 from keras_compact.netaug import sorting
 from keras_compact.netaug.supernet import OUTPUT_GUARDS, Supernet
+from keras_compact.training import arguments as args
 from keras_compact.training import tensorflow_step
+from keras_compact.training.report import TechniqueReport
 from keras_compact.training.technique import Technique
+from keras_compact.training.untracked import Untracked
 
 
 def _multipliers(value, name):
@@ -63,20 +65,20 @@ class NetAug(Technique):
     project 1x1) is an *expand* group. Each group draws its multiplier
     independently and uniformly every step. Groups that touch the model's
     inputs or outputs or a layer that cannot be widened keep their width and
-    are listed by `report()`. Functional and (built) Sequential models are
+    are listed by `summary()`. Functional and (built) Sequential models are
     accepted.
 
     Output guard. The widened channels feeding the output layer (the
     classifier) make the augmented logits grow with the sampled width:
     over a 1x1 head every extra channel is one BN-standardised activation,
-    and nothing in the released code prevents the blow-up (max |logit| 80
-    vs 12 for the tiny model, `benchmarks/results/netaug_logits.md`).
+    and nothing in the released code prevents the blow-up
+    (`benchmarks/results/netaug_logits.md`).
     `output_guard="scale"` (the default) multiplies the input of every
     output kernel (a kernel layer whose output reaches a model output with
     no other kernel in between) by `sqrt(tiny_in / active_in)` in the
     augmented pass: exactly 1 at the tiny width, so the tiny path and the
     shipped model are untouched. `"tiny"` keeps the channel groups that
-    feed an output kernel at their tiny width (listed by `report()`); None
+    feed an output kernel at their tiny width (listed by `summary()`); None
     applies no guard (the released code's behaviour).
 
     Softmax outputs (a last layer that applies softmax) are scored on their
@@ -147,22 +149,10 @@ class NetAug(Technique):
     estimated for it (kept only when sorting is on), which the tiny passes
     then refine; add `BNRecalibration` for exact statistics.
 
-    Measured here (`benchmarks/results/netaug_*.md`, 2 seeds, 15 epochs of
-    9k CIFAR-10 images): MobileNetV2-w0.35 with CIFAR strides (32x32 -> 4x4
-    at the head, 15.6M MACs) gains +1.5 and +2.9 points over plain
-    training, with higher train accuracy too. The same model with ImageNet
-    strides (1x1 from block 14 on, 1.2M MACs) loses 6.1 and 15.8 points.
-    One cause located there: the widened head (1280 -> up to 3328
-    channels feeding the classifier) makes the augmented model's logits
-    blow up (max |logit| 80 vs 12 for the tiny model after 3 epochs,
-    `netaug_logits.md`);
-    `exclude=["head_conv"]` cuts the loss to -0.9 and -5.1 and expand-only
-    augmentation (`width_multipliers=(1.0,)`) gives +0.7 and -2.2. A
-    6k-parameter CNN on Fashion-MNIST gains +3.1. These figures predate the
-    output guard and the tiny-distribution initialisation of the extra
-    channels (no guard, extras drawn over the wide shape, sorting every
-    epoch). Compare with a plain run on your own model and budget before
-    relying on it.
+    Measured results (gains and losses against plain training, by model
+    and stride, and the effect of `exclude` and of the guards) are in the
+    README and `benchmarks/results/netaug_*.md`: compare with a plain run
+    on your own model and budget before relying on NetAug.
 
     Args:
         width_multipliers: multipliers (>= 1, including 1.0) of the width
@@ -191,9 +181,9 @@ class NetAug(Technique):
             to False.
         exclude: names of layers whose output channels (and every channel
             tied to them) keep their tiny width, e.g. `["head_conv"]` for
-            the zoo MobileNetV2's 1280-channel head (see the
-            measurements above). Checked against the model when the
-            technique is attached. Defaults to none.
+            the zoo MobileNetV2's 1280-channel head (see
+            `benchmarks/results/netaug_ablation*.md`). Checked against the
+            model when the technique is attached. Defaults to none.
         output_guard: `"scale"` (default), `"tiny"` or None: how the
             augmented logits are kept at the tiny model's scale (see
             above).
@@ -204,8 +194,9 @@ class NetAug(Technique):
         **kwargs: `Technique` (layer) arguments such as `name`.
 
     Raises:
-        ValueError: for an invalid argument (naming it and its value); at
-            attach time, for a model that is not functional.
+        TypeError: for an argument of the wrong type.
+        ValueError: for an invalid argument value (naming it and its
+            value); at attach time, for a model that is not functional.
 
     Example:
 
@@ -218,7 +209,7 @@ class NetAug(Technique):
         metrics=["accuracy"],
     )
     trainer.fit(train_ds, epochs=10)
-    print(trainer.techniques[0].report())
+    trainer.techniques[0].summary()
     compact = trainer.strip()  # `model` itself, trained
     ```
 
@@ -228,6 +219,8 @@ class NetAug(Technique):
     """
 
     term_names = ("netaug_loss",)
+    # `loss_terms` runs the augmented model: one forward pass more per step.
+    extra_forward_passes = 1
 
     def __init__(
         self,
@@ -252,66 +245,26 @@ class NetAug(Technique):
         self.expand_multipliers = _multipliers(
             expand_multipliers, "expand_multipliers"
         )
-        if (
-            isinstance(alpha, bool)
-            or not isinstance(alpha, numbers.Real)
-            or not alpha >= 0
-        ):
-            raise ValueError(
-                "Expected `alpha` to be a number >= 0. "
-                f"Received: alpha={alpha!r}"
+        args.check_float(alpha, "alpha", low=0)
+        args.check_float(
+            label_smoothing,
+            "label_smoothing",
+            low=0.0,
+            high=1.0,
+            high_open=True,
+            allow_none=True,
+        )
+        if stop_width_at != "auto":
+            args.check_float(
+                stop_width_at, "stop_width_at", 0.0, 1.0, low_open=True
             )
-        if label_smoothing is not None and (
-            isinstance(label_smoothing, bool)
-            or not isinstance(label_smoothing, numbers.Real)
-            or not 0.0 <= label_smoothing < 1.0
-        ):
-            raise ValueError(
-                "Expected `label_smoothing` to be None or a float in [0, 1). "
-                f"Received: label_smoothing={label_smoothing!r}"
-            )
-        if stop_width_at != "auto" and (
-            isinstance(stop_width_at, bool)
-            or not isinstance(stop_width_at, numbers.Real)
-            or not 0.0 < stop_width_at <= 1.0
-        ):
-            raise ValueError(
-                "Expected `stop_width_at` to be 'auto' or a fraction of the "
-                f"epochs in (0, 1]. Received: stop_width_at={stop_width_at!r}"
-            )
-        if not isinstance(sort_channels, bool):
-            raise ValueError(
-                "Expected `sort_channels` to be a bool. "
-                f"Received: sort_channels={sort_channels!r}"
-            )
-        if exclude is None:
-            exclude = ()
-        if not isinstance(exclude, (list, tuple)) or not all(
-            isinstance(n, str) for n in exclude
-        ):
-            raise ValueError(
-                "Expected `exclude` to be a list of layer names. "
-                f"Received: exclude={exclude!r}"
-            )
-        if (
-            not (isinstance(output_guard, str) or output_guard is None)
-            or output_guard not in OUTPUT_GUARDS
-        ):
-            raise ValueError(
-                f"Expected `output_guard` to be one of {OUTPUT_GUARDS}. "
-                f"Received: output_guard={output_guard!r}"
-            )
-        if not isinstance(gradient_guard, bool):
-            raise ValueError(
-                "Expected `gradient_guard` to be a bool. "
-                f"Received: gradient_guard={gradient_guard!r}"
-            )
-        if seed is not None and (
-            isinstance(seed, bool) or not isinstance(seed, numbers.Integral)
-        ):
-            raise ValueError(
-                f"Expected `seed` to be an int or None. Received: seed={seed!r}"
-            )
+        args.check_bool(sort_channels, "sort_channels")
+        exclude = args.check_names(
+            () if exclude is None else exclude, "exclude"
+        )
+        args.check_choice(output_guard, OUTPUT_GUARDS, "output_guard")
+        args.check_bool(gradient_guard, "gradient_guard")
+        args.check_seed(seed)
         self.alpha = float(alpha)
         self.label_smoothing = (
             None if label_smoothing is None else float(label_smoothing)
@@ -381,7 +334,9 @@ class NetAug(Technique):
             seed=self.seed,
         )
         self._supernet = net
-        self._monitor = _Trackers()
+        self._monitor = Untracked(
+            aug_loss=keras.metrics.Mean(name="netaug_aug_loss")
+        )
         # Tracked: their extra weights are trained, saved and restored.
         self.elastic_layers = list(net.elastic_layers)
         self.statistics_norms = list(net._batch_norms.values())
@@ -400,7 +355,7 @@ class NetAug(Technique):
         if not groups:
             warnings.warn(
                 f"NetAug found nothing to augment in model {model.name!r}; "
-                "the augmented loss will be zero.\n" + self.report(),
+                "the augmented loss will be zero.\n" + str(self._report()),
                 stacklevel=2,
             )
 
@@ -426,11 +381,14 @@ class NetAug(Technique):
             cbs.append(_ChannelSorting(self))
         return cbs
 
-    def loss_terms(self, trainer, x, y, y_pred, sample_weight):
+    def loss_terms(self, ctx):
+        # The augmented model's forward pass (declared: extra_forward_passes).
         if not self._supernet.num_groups:
             return {"netaug_loss": ops.zeros((), dtype="float32")}
-        widths = self.sample_widths(trainer.optimizer.iterations)
-        loss = self.augmented_loss(trainer, x, y, widths, sample_weight)
+        widths = self.sample_widths(ctx.step)
+        loss = self.augmented_loss(
+            ctx.trainer, ctx.x, ctx.y, widths, ctx.sample_weight
+        )
         self._monitor.aug_loss.update_state(loss)
         return {"netaug_loss": ops.multiply(self.alpha, loss)}
 
@@ -453,7 +411,10 @@ class NetAug(Technique):
         logits_loss = self._logits_loss(trainer) if softmax else None
         if logits_loss is not None:
             y_aug = net(x, widths, training=True, logits=True)
-            return logits_loss(y, y_aug, sample_weight=sample_weight)
+            # A Keras loss: the replica batch's own value (as `task_loss`).
+            return tensorflow_step.unscale_loss(
+                logits_loss(y, y_aug, sample_weight=sample_weight)
+            )
         y_aug = net(x, widths, training=True)
         return trainer.task_loss(y, y_aug, sample_weight)
 
@@ -473,7 +434,7 @@ class NetAug(Technique):
         self._loss_fns = (key, fn)
         return fn
 
-    def transform_gradients(self, trainer, grads, variables):
+    def transform_gradients(self, ctx, grads):
         """With `gradient_guard`, the shared weights' gradient becomes
         `g_tiny + min(1, |g_tiny| / |g_aug|) * g_aug` (norms per variable;
         `g_aug` includes `alpha`), read from the taps, whose own gradient
@@ -481,7 +442,7 @@ class NetAug(Technique):
         if not self._taps:
             return grads
         grads = list(grads)
-        index = {id(v): i for i, v in enumerate(variables)}
+        index = {id(v): i for i, v in enumerate(ctx.variables)}
         for var, tap in self._taps:
             i, j = index.get(id(var)), index.get(id(tap))
             if j is None or grads[j] is None:
@@ -594,44 +555,56 @@ class NetAug(Technique):
         widths = np.take_along_axis(self._choices, idx.T, axis=1).T
         return float(np.mean(net.macs(widths))), tiny
 
-    def report(self):
-        """What was augmented and what was left at its width, and why."""
+    def _report(self):
+        """What was augmented (applied: one row per channel group with its
+        tiny width and the widths it is trained at), kept at its width by
+        `output_guard="tiny"` or `exclude` (kept), and left alone (skipped,
+        with the reasons)."""
         net = self._supernet
+        report = TechniqueReport(type(self).__name__)
         if net is None:
-            return f"{self.name}: not attached to a trainer yet."
-        lines = [
-            f"NetAug on {net.compact.name!r}: {net.num_groups} augmented "
-            "channel groups."
-        ]
-        for g, c in zip(net.augmented, net.choices):
+            report.title = f"{self.name} is not attached to a trainer yet."
+            return report
+        report.title = (
+            f"{net.num_groups} augmented channel groups of {net.compact.name!r}"
+        )
+
+        def item(g):
             more = ", ..." if len(g.layers) > 3 else ""
-            lines.append(
-                f"  {g.kind:6s} {g.size:5d} -> {c}  "
-                f"({', '.join(g.layers[:3])}{more})"
-            )
+            return f"{', '.join(g.layers[:3])}{more}"
+
+        for g, c in zip(net.augmented, net.choices):
+            report.add(item(g), "applied", g.kind, size=g.size, widths=list(c))
+        groups = net.channel_groups.groups
+        left = (
+            [
+                (gi, "kept", f"output_guard='tiny' (read by {name!r})")
+                for gi, name in net.guarded
+            ]
+            + [
+                (gi, "kept", f"`exclude` (output of {name!r})")
+                for gi, name in net.excluded
+            ]
+            + [
+                (gi, "skipped", "; ".join(reasons))
+                for gi, reasons in net.channel_groups.skipped
+            ]
+        )
+        for gi, status, reason in left:
+            g = groups[gi]
+            report.add(item(g), status, reason, size=g.size)
         if net.scaled_outputs:
-            lines.append(
+            report.note(
                 "Output guard 'scale': the input of "
                 f"{', '.join(net.scaled_outputs)} is scaled by "
                 "sqrt(tiny / active channels) in the augmented pass."
             )
-        if net.guarded:
-            lines.append(
-                "Kept at the tiny width by output_guard='tiny' (they feed "
-                "an output layer):"
-            )
-        for gi, name in net.guarded:
-            g = net.channel_groups.groups[gi]
-            lines.append(
-                f"  {g.size:5d} ch of {', '.join(g.layers[:3])} "
-                f"(read by {name!r})"
-            )
         if any(net.softmax_outputs):
-            lines.append(
+            report.note(
                 "Softmax output: the augmented loss is computed on logits."
             )
         if self.gradient_guard:
-            lines.append(
+            report.note(
                 f"Gradient guard on {len(self._taps)} shared variables"
                 + (
                     f"; {len(net.untapped())} read by reused layers are "
@@ -640,29 +613,12 @@ class NetAug(Technique):
                     else "."
                 )
             )
-        if net.excluded:
-            lines.append("Excluded (kept at the tiny width by `exclude`):")
-        for gi, name in net.excluded:
-            g = net.channel_groups.groups[gi]
-            lines.append(
-                f"  {g.size:5d} ch of {', '.join(g.layers[:3])} "
-                f"(output of {name!r})"
-            )
-        skipped = net.channel_groups.skipped
-        if skipped:
-            lines.append("Not widened (kept at the tiny width):")
-            for gi, reasons in skipped:
-                g = net.channel_groups.groups[gi]
-                lines.append(
-                    f"  {g.size:5d} ch of {', '.join(g.layers[:3])}: "
-                    f"{'; '.join(reasons)}"
-                )
-        elif not net.excluded and not net.guarded:
-            lines.append(
+        if not report.kept and not report.skipped:
+            report.note(
                 "Every channel group is augmented except the model's inputs "
                 "and outputs."
             )
-        return "\n".join(lines)
+        return report
 
     # ------------------------------------------------------------------
     # Monitoring
@@ -793,13 +749,6 @@ class _ChannelSorting(keras.callbacks.Callback):
         sorting.sort_expand_channels(
             self.netaug.supernet, getattr(self.model, "optimizer", None)
         )
-
-
-class _Trackers:
-    """The monitoring means (a plain object: Keras does not track them)."""
-
-    def __init__(self):
-        self.aug_loss = keras.metrics.Mean(name="netaug_aug_loss")
 
 
 class _Monitor(keras.callbacks.Callback):

@@ -29,6 +29,7 @@ import math
 import keras
 import numpy as np
 
+from keras_compact.graph import kinds
 from keras_compact.graph.channels import (
     DEPTHWISE_LAYERS,
     KERNEL_LAYERS,
@@ -48,8 +49,9 @@ OUTPUT_GUARDS = ("scale", "tiny", None)
 def _twinnable(op):
     """Whether an elastic twin computes exactly what the layer computes
     (checked before making a twin of a layer that is not augmented)."""
-    kind = type(op)
-    if kind not in KERNEL_LAYERS + DEPTHWISE_LAYERS:
+    if not isinstance(op, KERNEL_LAYERS + DEPTHWISE_LAYERS):
+        return False
+    if not kinds.computes_as_keras(op):
         return False
     if getattr(op, "data_format", "channels_last") != "channels_last":
         return False
@@ -181,10 +183,9 @@ class Supernet:
             if node is None or id(node) in seen or node.is_input:
                 continue
             seen.add(id(node))
-            kind = type(node.operation)
-            if kind in KERNEL_LAYERS:
+            if isinstance(node.operation, KERNEL_LAYERS):
                 found.append(node)
-            elif kind not in DEPTHWISE_LAYERS:
+            elif not isinstance(node.operation, DEPTHWISE_LAYERS):
                 stack.extend(node.parents)
         return found
 
@@ -236,23 +237,22 @@ class Supernet:
             force and _twinnable(op)
         ):
             return None
-        kind = type(op)
         in_segs = self.segments(in_lay)
         common = {
             "gradient_taps": self.gradient_taps,
             "rng": self._rng,
         }
-        if kind in (L.Conv1D, L.Conv2D, L.Dense):
+        if isinstance(op, kinds.of("conv1d", "conv2d", "dense")):
             layer = elastic.ElasticKernel(
                 op, in_segs, self.segments(out_lay), **common
             )
-        elif kind is L.SeparableConv2D:
+        elif isinstance(op, L.SeparableConv2D):
             layer = elastic.ElasticSeparable(
                 op, in_segs, self.segments(out_lay), **common
             )
-        elif kind in DEPTHWISE_LAYERS:
+        elif isinstance(op, DEPTHWISE_LAYERS):
             layer = elastic.ElasticDepthwise(op, in_segs, **common)
-        elif kind is L.BatchNormalization:
+        elif isinstance(op, L.BatchNormalization):
             layer = elastic.ElasticBatchNorm(
                 op,
                 in_segs,
@@ -313,17 +313,16 @@ class Supernet:
 
         def twin_fn(node):
             op = node.operation
-            kind = type(op)
             out_id = id(node.outputs[0])
             softmax_kernel = (
                 out_id in output_ids
-                and kind in KERNEL_LAYERS
+                and isinstance(op, KERNEL_LAYERS)
                 and is_softmax(getattr(op, "activation", None))
             )
             layer = self._elastic_for(
                 node, force=self.gradient_taps or softmax_kernel
             )
-            if layer is None and kind is L.BatchNormalization:
+            if layer is None and isinstance(op, L.BatchNormalization):
                 # Not augmented, but fed by augmented channels: it must
                 # still leave the tiny model's moving statistics alone.
                 return self._batch_statistics_norm(op)
@@ -367,30 +366,29 @@ class Supernet:
 
         def layer_fn(node):
             op = node.operation
-            kind = type(op)
             if node.is_input:
                 return None
             ins = cg.input_layouts(node)
-            if kind in KERNEL_LAYERS + DEPTHWISE_LAYERS or (
-                kind is L.BatchNormalization
+            if isinstance(
+                op, KERNEL_LAYERS + DEPTHWISE_LAYERS + (L.BatchNormalization,)
             ):
                 return twin_fn(node)
             rank = len(node.outputs[0].shape)
             if id(node.outputs[0]) in output_ids and (
-                (kind is L.Softmax and op.axis in (-1, rank - 1))
-                or (kind is L.Activation and is_softmax(op.activation))
+                (isinstance(op, L.Softmax) and op.axis in (-1, rank - 1))
+                or (isinstance(op, L.Activation) and is_softmax(op.activation))
             ):
                 return softmax_fn(node)
             if not self._augments(ins):
                 return None
-            if kind is L.Concatenate and len(ins) > 1:
+            if isinstance(op, L.Concatenate) and len(ins) > 1:
                 tiny = [sum(self.sizes[g] for g in lay) for lay in ins]
                 rank = len(node.outputs[0].shape)
                 if op.axis in (-1, rank - 1):
                     return elastic.ElasticConcatenate(
                         tiny, name=f"{op.name}_netaug"
                     )
-            if kind in (L.Flatten, L.Reshape):
+            if isinstance(op, (L.Flatten, L.Reshape)):
                 target = tuple(node.outputs[0].shape)[1:-1]
                 return elastic.ElasticReshape(target, name=f"{op.name}_netaug")
             return None
@@ -465,9 +463,8 @@ class Supernet:
 
         for node in cg.graph.nodes:
             op = node.operation
-            if (
-                node.is_input
-                or type(op) not in KERNEL_LAYERS + DEPTHWISE_LAYERS
+            if node.is_input or not isinstance(
+                op, KERNEL_LAYERS + DEPTHWISE_LAYERS
             ):
                 continue
             out_shape = tuple(node.outputs[0].shape)

@@ -1,7 +1,6 @@
 """The fake-quant model of a QAT trainer to a fully int8 `.tflite` file."""
 
 import os
-import tempfile
 
 import numpy as np
 
@@ -135,7 +134,7 @@ def convert_qat(obj, path, int8_io=False, sparsity=False):
     """
     import tensorflow as tf
 
-    from keras_compact.export.tflite import _native_log_captured
+    from keras_compact.export.tflite import _convert, _write
 
     technique = find_qat(obj)
     if technique is None:
@@ -144,13 +143,8 @@ def convert_qat(obj, path, int8_io=False, sparsity=False):
             f"(or the technique). Received: {obj!r}"
         )
     model = technique.export_model()
-    with (
-        tempfile.TemporaryDirectory(prefix="keras_compact_qat_") as tmp,
-        _native_log_captured() as log,
-    ):
-        saved = os.path.join(tmp, "saved_model")
-        model.export(saved, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(saved)
+
+    def configure(converter):
         # No `supported_ops = [TFLITE_BUILTINS_INT8]`: with it the converter
         # demands calibration data before it sees the fake-quant ops. The
         # result is checked op by op below instead.
@@ -162,17 +156,9 @@ def convert_qat(obj, path, int8_io=False, sparsity=False):
         if int8_io:
             converter.inference_input_type = tf.int8
             converter.inference_output_type = tf.int8
-        try:
-            flatbuffer = converter.convert()
-        except Exception as e:
-            raise RuntimeError(
-                f"TFLite conversion of the QAT model failed. Converter "
-                f"log:\n{log.text()}"
-            ) from e
+
+    flatbuffer = _convert(
+        model, configure, "TFLite conversion of the QAT model"
+    )
     check_int8_ops(flatbuffer)
-    parent = os.path.dirname(os.fspath(path))
-    if parent:
-        os.makedirs(parent, exist_ok=True)
-    with open(path, "wb") as f:
-        f.write(flatbuffer)
-    return path
+    return _write(path, flatbuffer)

@@ -7,7 +7,11 @@ import keras
 from keras_compact.api_export import keras_compact_export
 from keras_compact.quantization import fake_quant
 from keras_compact.quantization.view import QuantizationPlan
+from keras_compact.training import arguments as args
+from keras_compact.training import tensorflow_step
+from keras_compact.training.report import TechniqueReport
 from keras_compact.training.technique import Technique
+from keras_compact.training.untracked import Untracked
 
 # `start_step` before the start epoch is reached (a fractional `start`).
 NOT_STARTED = 2**62
@@ -36,13 +40,15 @@ class QuantizationContext:
 
     def update_range(self, variable, x):
         """Moving-average update of a `[min, max]` range from a batch; the
-        first QAT step takes the batch's range itself."""
+        first QAT step takes the batch's range itself. Under a strategy of
+        several replicas, the batch's range is that of the global batch
+        (every replica then keeps the same range)."""
         x = keras.ops.stop_gradient(x)
+        low, high = tensorflow_step.all_reduce_min_max(
+            keras.ops.min(x), keras.ops.max(x)
+        )
         batch = keras.ops.stack(
-            [
-                keras.ops.minimum(keras.ops.min(x), 0.0),
-                keras.ops.maximum(keras.ops.max(x), 0.0),
-            ]
+            [keras.ops.minimum(low, 0.0), keras.ops.maximum(high, 0.0)]
         )
         decay = self.technique.ema_decay
         first = keras.ops.equal(self.technique.quant_steps.value, 0)
@@ -88,8 +94,12 @@ class QuantizationAwareTraining(Technique):
     Masks of `SparseTraining` are applied to the kernels after every step,
     before they are fake-quantized, and 0 is exactly representable: zero
     weights stay zero in the int8 file. `Distillation` composes (its loss
-    sees the fake-quant predictions). Techniques that also replace the
-    forward pass (`NetAug`, `AuxiliaryModule`) cannot be combined with it.
+    sees the fake-quant predictions). It replaces the training graph
+    (`Technique.training_graph`), so no other technique that replaces it
+    (`Reparameterize`) can be combined with it; tensors declared by other
+    techniques (`AuxiliaryModule` taps) are read from the fake-quant graph
+    by layer name, and a tap on a layer the graph folds away (a
+    BatchNormalization) is refused at `Trainer` construction.
 
     Args:
         start: when fake quantization starts: an int >= 0, the optimizer
@@ -166,42 +176,19 @@ class QuantizationAwareTraining(Technique):
             )
         else:
             start = float(start)
-        if freeze_bn_delay is not None:
-            if isinstance(freeze_bn_delay, bool) or not isinstance(
-                freeze_bn_delay, numbers.Integral
-            ):
-                raise TypeError(
-                    "Expected `freeze_bn_delay` to be an int >= 0 or None. "
-                    f"Received: freeze_bn_delay={freeze_bn_delay!r}"
-                )
-            if freeze_bn_delay < 0:
-                raise ValueError(
-                    "Expected `freeze_bn_delay` to be an int >= 0 or None. "
-                    f"Received: freeze_bn_delay={freeze_bn_delay!r}"
-                )
-            freeze_bn_delay = int(freeze_bn_delay)
-        if isinstance(ema_decay, bool) or not isinstance(
-            ema_decay, numbers.Real
-        ):
-            raise TypeError(
-                "Expected `ema_decay` to be a float in [0, 1). "
-                f"Received: ema_decay={ema_decay!r}"
-            )
-        if not 0.0 <= float(ema_decay) < 1.0:
-            raise ValueError(
-                "Expected `ema_decay` to be a float in [0, 1). "
-                f"Received: ema_decay={ema_decay!r}"
-            )
-        if not isinstance(dense_as_conv, bool):
-            raise TypeError(
-                "Expected `dense_as_conv` to be a bool. "
-                f"Received: dense_as_conv={dense_as_conv!r}"
-            )
+        freeze_bn_delay = args.check_int(
+            freeze_bn_delay, "freeze_bn_delay", minimum=0, allow_none=True
+        )
+        args.check_float(ema_decay, "ema_decay", 0.0, 1.0, high_open=True)
+        args.check_bool(dense_as_conv, "dense_as_conv")
         self.dense_as_conv = dense_as_conv
         self.start = start
         self.freeze_bn_delay = freeze_bn_delay
         self.ema_decay = float(ema_decay)
-        self._holder = _Holder()
+        # The trainer, plan and views: not tracked, not saved.
+        self._holder = Untracked(
+            trainer=None, ranges=None, plan=None, context=None, view=None
+        )
 
     # ------------------------------------------------------------------
     # Attach: plan the quantization points, create the ranges
@@ -276,6 +263,18 @@ class QuantizationAwareTraining(Technique):
                 "QuantizationAwareTraining needs an optimizer: call "
                 "`trainer.compile(optimizer=..., loss=...)` before `fit`."
             )
+        strategy = getattr(trainer, "distribute_strategy", None)
+        replicas = getattr(strategy, "num_replicas_in_sync", 1)
+        if self.start != 0 and replicas > 1:
+            # The switch from the float graph is a cond over the whole
+            # forward pass, and a cross-replica reduction (synchronized
+            # batch statistics, the activation ranges) cannot run inside it.
+            raise ValueError(
+                "QuantizationAwareTraining under a tf.distribute strategy of "
+                "several replicas starts at step 0 (a delayed start is not "
+                "supported there yet). Received: "
+                f"start={self.start!r}, num_replicas_in_sync={replicas}"
+            )
 
     def callbacks(self, trainer):
         if isinstance(self.start, float):
@@ -287,19 +286,18 @@ class QuantizationAwareTraining(Technique):
         step = keras.ops.cast(trainer.optimizer.iterations, "int64")
         return keras.ops.greater_equal(step, self.start_step.value)
 
-    def forward(self, trainer, x):
-        view = self._holder.view
-        if self.start == 0:
-            return view(x, training=True), None
-        y_pred = keras.ops.cond(
-            self.active(trainer),
-            lambda: view(x, training=True),
-            lambda: trainer.compact_model(x, training=True),
-        )
-        return y_pred, None
+    def training_graph(self, trainer, model):
+        # The fake-quant view over the compact model's variables.
+        return self._holder.view
 
-    def after_step(self, trainer):
-        on = keras.ops.cast(self.active(trainer), "int64")
+    def training_graph_active(self, ctx):
+        # From `start` on the fake-quant graph trains; before, the float one.
+        if self.start == 0:
+            return True
+        return self.active(ctx.trainer)
+
+    def after_step(self, ctx):
+        on = keras.ops.cast(self.active(ctx.trainer), "int64")
         self.quant_steps.assign_add(on)
 
     def strip(self, trainer, model):
@@ -345,29 +343,28 @@ class QuantizationAwareTraining(Technique):
             )
         return self.plan.build(self._holder.context, baked=True)
 
-    def report(self):
-        """Where the model is quantized: a dict with `"points"` (one entry
-        per fused op or quantization point: kind, layers, range `[min,
-        max]`) and `"skipped"` (layer and reason)."""
+    def _report(self):
+        """Where the model is quantized: applied, one row per fused op or
+        quantization point (its kind, layers and trained range `min` /
+        `max`); skipped layers with the reason."""
         self._check_attached()
-        points = []
+        report = TechniqueReport(type(self).__name__)
         for entry in self.plan.entries:
             lo, hi = fake_quant.effective_range(
                 self.ranges[entry["range"]].value
             )
-            points.append(
-                {
-                    **entry,
-                    "min": float(keras.ops.convert_to_numpy(lo)),
-                    "max": float(keras.ops.convert_to_numpy(hi)),
-                }
+            report.add(
+                entry["range"],
+                "applied",
+                f"{entry['kind']}: {' + '.join(entry['layers'])}",
+                kind=entry["kind"],
+                layers=list(entry["layers"]),
+                min=float(keras.ops.convert_to_numpy(lo)),
+                max=float(keras.ops.convert_to_numpy(hi)),
             )
-        return {
-            "points": points,
-            "skipped": [
-                {"layer": n, "reason": r} for n, r in self.plan.skipped
-            ],
-        }
+        for name, reason in self.plan.skipped:
+            report.add(name, "skipped", reason)
+        return report
 
     def get_config(self):
         return {
@@ -377,16 +374,6 @@ class QuantizationAwareTraining(Technique):
             "ema_decay": self.ema_decay,
             "dense_as_conv": self.dense_as_conv,
         }
-
-
-class _Holder:
-    """Plain holder of the trainer, plan and views (not tracked)."""
-
-    trainer = None
-    ranges = None
-    plan = None
-    context = None
-    view = None
 
 
 class _StartAtEpoch(keras.callbacks.Callback):

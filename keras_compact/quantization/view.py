@@ -26,33 +26,21 @@ fake-quant graphs of quantization-aware training.
 import keras
 import numpy as np
 
+from keras_compact.graph import kinds
 from keras_compact.graph.walk import ModelGraph, as_functional
 from keras_compact.quantization import fake_quant
+from keras_compact.training import tensorflow_step
+from keras_compact.training.untracked import Untracked
 
 # Layers whose int8 TFLite op keeps the input's scale: no quantization point.
-PASSTHROUGH = (
-    keras.layers.Flatten,
-    keras.layers.Reshape,
-    keras.layers.MaxPooling1D,
-    keras.layers.MaxPooling2D,
-    keras.layers.AveragePooling2D,
-    keras.layers.Dropout,
-    keras.layers.SpatialDropout2D,
-    keras.layers.GaussianNoise,
-    keras.layers.GaussianDropout,
-    keras.layers.Identity,
-    keras.layers.ZeroPadding2D,
-    keras.layers.Cropping2D,
-    keras.layers.ActivityRegularization,
+PASSTHROUGH = kinds.of(
+    "flatten", "reshape", "dropout", "identity", "padding", "pooling"
 )
 
-FOLDABLE = {
-    keras.layers.DepthwiseConv2D: "depthwise",
-    keras.layers.Conv2D: "conv",
-    keras.layers.Dense: "dense",
-}
+#: Layer kind -> how its kernel is quantized per channel (and absorbs a BN).
+FOLDABLE = {"depthwise2d": "depthwise", "conv2d": "conv", "dense": "dense"}
 
-# What `report()` says about each node kind.
+# What `summary()` says about each node kind.
 FUSED, BN_ONLY, REQUANT, INPUT = "fused", "batch_norm", "requantize", "input"
 
 
@@ -96,24 +84,16 @@ def apply_activation(x, name):
 def foldable_kind(layer):
     """`"conv"`, `"depthwise"`, `"dense"` for a layer whose kernel is
     quantized per channel (and can absorb a BN), else None."""
-    for cls, kind in FOLDABLE.items():
-        if type(layer) is cls:
-            if kind == "conv" and (
-                getattr(layer, "groups", 1) != 1
-                or layer.data_format != "channels_last"
-            ):
-                return None
-            if kind == "depthwise" and layer.data_format != "channels_last":
-                return None
-            return kind
-    return None
-
-
-class _Refs:
-    """Plain holder (invisible to Keras tracking) of the user's layers."""
-
-    def __init__(self, **kwargs):
-        self.__dict__.update(kwargs)
+    kind = FOLDABLE.get(kinds.kind_of(layer))
+    if kind is None or not kinds.computes_as_keras(layer):
+        return None
+    if kind == "conv" and (
+        getattr(layer, "groups", 1) != 1 or layer.data_format != "channels_last"
+    ):
+        return None
+    if kind == "depthwise" and layer.data_format != "channels_last":
+        return None
+    return kind
 
 
 def _compute(kind, x, kernel, refs):
@@ -155,7 +135,7 @@ class FusedLayer(keras.layers.Layer):
     def __init__(self, context, kind, layer, bn, **kwargs):
         super().__init__(**kwargs)
         self.kind = kind
-        self.refs = _Refs(context=context, layer=layer, bn=bn)
+        self.refs = Untracked(context=context, layer=layer, bn=bn)
 
     def _kernel_bias(self):
         layer, kind = self.refs.layer, self.kind
@@ -183,21 +163,41 @@ class FusedLayer(keras.layers.Layer):
         y = _compute(self.kind, x, kernel, self.refs)
         return y if bias is None else keras.ops.add(y, bias)
 
-    def _batch_call(self, x):
+    def _batch_statistics(self, x):
+        """`(mean, variance)` of the batch at the BN's input (synchronized
+        as the user's BatchNormalization is, and always under a strategy
+        of several replicas)."""
         bn = self.refs.bn
         if self.kind == "bn":
-            return bn(x, training=True)
-        kernel, bias = self._kernel_bias()
-        y0 = _compute(self.kind, x, kernel, self.refs)
-        if bias is not None:
-            y0 = keras.ops.add(y0, bias)
+            y0 = x
+        else:
+            kernel, bias = self._kernel_bias()
+            y0 = _compute(self.kind, x, kernel, self.refs)
+            if bias is not None:
+                y0 = keras.ops.add(y0, bias)
         axes = list(range(len(y0.shape) - 1))
-        mean, var = keras.ops.moments(y0, axes=axes)
+        mean, var = keras.ops.moments(
+            y0,
+            axes=axes,
+            synchronized=bn.synchronized or tensorflow_step.synchronized(),
+        )
+        return mean, var
+
+    def _batch_call(self, x, statistics=None):
+        bn = self.refs.bn
+        if self.kind == "bn" and statistics is None:
+            return bn(x, training=True)
+        mean, var = statistics or self._batch_statistics(x)
         m = bn.momentum
         bn.moving_mean.assign(bn.moving_mean * m + mean * (1.0 - m))
         bn.moving_variance.assign(bn.moving_variance * m + var * (1.0 - m))
-        moving_scale, _ = fake_quant.batch_norm_scale(bn)
         batch_scale, batch_shift = fake_quant.batch_norm_scale(bn, mean, var)
+        if self.kind == "bn":
+            return keras.ops.add(
+                keras.ops.multiply(x, batch_scale), batch_shift
+            )
+        kernel, bias = self._kernel_bias()
+        moving_scale, _ = fake_quant.batch_norm_scale(bn)
         folded = keras.ops.multiply(
             kernel, fake_quant.per_channel(moving_scale, kernel, self.kind)
         )
@@ -211,10 +211,15 @@ class FusedLayer(keras.layers.Layer):
     def call(self, x, training=None):
         if training and self.refs.bn is not None:
             frozen = self.refs.context.bn_frozen()
+            statistics = None
+            if tensorflow_step.synchronized():
+                # A cross-replica reduction cannot run inside a branch of
+                # the cond: the batch statistics are taken before it.
+                statistics = self._batch_statistics(x)
             return keras.ops.cond(
                 frozen,
                 lambda: self._frozen_call(x),
-                lambda: self._batch_call(x),
+                lambda: self._batch_call(x, statistics),
             )
         return self._frozen_call(x)
 
@@ -240,7 +245,7 @@ class BakedLayer(keras.layers.Layer):
         self.as_conv = as_conv
         self.kernel_value = np.asarray(kernel, np.float32)
         self.bias_value = None if bias is None else np.asarray(bias, np.float32)
-        self.refs = _Refs(layer=layer)
+        self.refs = Untracked(layer=layer)
 
     def call(self, x):
         kernel = keras.ops.convert_to_tensor(self.kernel_value)
@@ -272,7 +277,7 @@ class ActivationQuantizer(keras.layers.Layer):
         super().__init__(**kwargs)
         self.key = key
         self.activation = activation
-        self.refs = _Refs(context=context)
+        self.refs = Untracked(context=context)
 
     def call(self, x, training=None):
         x = apply_activation(x, self.activation)
@@ -320,7 +325,7 @@ class QuantizationPlan:
         keys: names of the activation ranges, in graph order (`"input"`
             first).
         entries: one dict per quantization point or fused op, for
-            `report()`.
+            `summary()`.
         skipped: `(layer name, reason)` of layers left to the converter.
     """
 

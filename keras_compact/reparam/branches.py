@@ -22,14 +22,8 @@ import keras
 import numpy as np
 
 from keras_compact.reparam import folding
-
-
-class _Ref:
-    """A plain holder: Keras does not track what it references (the user's
-    layers belong to the user's model and are saved with it)."""
-
-    def __init__(self, **kwargs):
-        self.__dict__.update(kwargs)
+from keras_compact.training import tensorflow_step
+from keras_compact.training.untracked import Untracked
 
 
 @dataclasses.dataclass(frozen=True)
@@ -135,7 +129,7 @@ class ReparamBranches(keras.layers.Layer):
         **kwargs,
     ):
         super().__init__(**kwargs)
-        self._ref = _Ref(layer=layer, geometry=geometry, branches=[])
+        self._ref = Untracked(layer=layer, geometry=geometry, branches=[])
         self.family = family
         self.expansion = int(expansion)
         self.constant = bool(constant)
@@ -205,8 +199,13 @@ class ReparamBranches(keras.layers.Layer):
     def _norm(self, name, channels=None):
         if not self.constant:
             return None
+        # Synchronized under a strategy of several replicas (as the
+        # user's must be): every replica normalises with the global batch.
         bn = keras.layers.BatchNormalization(
-            axis=-1, name=f"{name}_bn", **self._norm_kwargs
+            axis=-1,
+            synchronized=tensorflow_step.synchronized(),
+            name=f"{name}_bn",
+            **self._norm_kwargs,
         )
         rank = 2 if self.geometry.kind == "dense" else 4
         channels = channels or self.geometry.out_channels

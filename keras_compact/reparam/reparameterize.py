@@ -1,39 +1,25 @@
 """`Reparameterize`: structural re-parameterisation as a `Technique`."""
 
 import keras
-import numpy as np
 
 from keras_compact.api_export import keras_compact_export
+from keras_compact.graph import kinds
 from keras_compact.graph.walk import ModelGraph, check_layer_names
 from keras_compact.reparam.branches import Geometry, ReparamBranches
+from keras_compact.training import arguments as args
+from keras_compact.training.report import TechniqueReport
 from keras_compact.training.technique import Technique
+from keras_compact.training.untracked import Untracked
 
 FAMILIES = ("repvgg", "acnet", "expandnets", "dbb")
-_CONV_TYPES = (
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.SeparableConv1D,
-    keras.layers.SeparableConv2D,
-    keras.layers.Dense,
-    keras.layers.EinsumDense,
-)
+# Layer kinds whose kernel the branches are fused into.
+_GEOMETRY_KINDS = {
+    "conv2d": "conv",
+    "depthwise2d": "depthwise",
+    "dense": "dense",
+}
 # The zoo's normalization when no user BN gives the branch BNs theirs.
 _DEFAULT_NORM = {"momentum": 0.9, "epsilon": 1e-5}
-
-
-class _Private:
-    """Training plumbing that Keras must not track: the training view
-    (it shares the user's layers, saved with the user's model)."""
-
-    def __init__(self):
-        self.view = None
-        self.graph = None
 
 
 @keras_compact_export
@@ -104,7 +90,7 @@ class Reparameterize(Technique):
     Eligible layers: `Conv2D` (groups included), `DepthwiseConv2D` and, for
     ExpandNets, `Dense`, of a functional or Sequential model, channels-last,
     dilation 1, called once, not quantized and without LoRA. Everything
-    else is listed in `report()` with its reason.
+    else is listed in `summary()` with its reason.
 
     Evaluation: the compact model holds the folded weights outside of
     training. `fit` unfolds them when it starts, folds them for each
@@ -119,8 +105,9 @@ class Reparameterize(Technique):
     `trainer.strip()` before evaluating. `Trainer.strip()` always folds.
 
     Composition: `Distillation` and `AuxiliaryModule` work (the auxiliary
-    taps are read from the compact graph without the branches, one extra
-    trunk pass); `SparseTraining` masks the user's main kernels, and
+    taps are read, by layer name, from the branch graph in the same
+    forward pass; tapping a replaced convolution itself is refused at
+    `Trainer` construction); `SparseTraining` masks the user's main kernels, and
     because sparsity of the branches does not survive folding, list it
     BEFORE this technique (`[SparseTraining(...), Reparameterize(...)]`):
     `Trainer.strip` then folds first and SparseTraining re-applies its
@@ -197,58 +184,14 @@ class Reparameterize(Technique):
     ):
         kwargs.setdefault("name", "reparameterize")
         super().__init__(**kwargs)
-        if not isinstance(family, str):
-            raise TypeError(
-                "Expected `family` to be a string, one of "
-                f"{list(FAMILIES)}. Received: family={family!r}"
-            )
-        if family not in FAMILIES:
-            raise ValueError(
-                f"Expected `family` to be one of {list(FAMILIES)}. "
-                f"Received: family={family!r}"
-            )
-        if not isinstance(expansion, (int, np.integer)) or isinstance(
-            expansion, bool
-        ):
-            raise TypeError(
-                "Expected `expansion` to be an int. Received: "
-                f"expansion={expansion!r}"
-            )
-        if expansion < 1:
-            raise ValueError(
-                "Expected `expansion` to be an int >= 1. Received: "
-                f"expansion={expansion!r}"
-            )
+        args.check_choice(family, FAMILIES, "family")
+        args.check_int(expansion, "expansion", minimum=1)
         if layers is not None and not callable(layers):
-            if isinstance(layers, str) or not isinstance(layers, (list, tuple)):
-                raise TypeError(
-                    "Expected `layers` to be None, a list of layer names or "
-                    f"a callable. Received: layers={layers!r}"
-                )
-            if not all(isinstance(n, str) for n in layers):
-                raise TypeError(
-                    "Expected `layers` to be a list of layer names "
-                    f"(strings). Received: layers={layers!r}"
-                )
-            if not layers:
-                raise ValueError(
-                    "Expected `layers` to name at least one layer (or None "
-                    f"for every eligible layer). Received: layers={layers!r}"
-                )
-            layers = list(layers)
-        for arg, value in (
-            ("include_dense", include_dense),
-            ("include_pointwise", include_pointwise),
-            ("identity", identity),
-        ):
-            if not isinstance(value, bool):
-                raise TypeError(
-                    f"Expected `{arg}` to be a bool. Received: {arg}={value!r}"
-                )
-        if seed is not None and (
-            not isinstance(seed, (int, np.integer)) or isinstance(seed, bool)
-        ):
-            raise TypeError(f"Expected `seed` to be an int. Received: {seed=}")
+            layers = args.check_names(layers, "layers", allow_empty=False)
+        args.check_bool(include_dense, "include_dense")
+        args.check_bool(include_pointwise, "include_pointwise")
+        args.check_bool(identity, "identity")
+        args.check_seed(seed)
         self.family = family
         self.expansion = int(expansion)
         self.layers_arg = layers
@@ -256,7 +199,9 @@ class Reparameterize(Technique):
         self.include_pointwise = include_pointwise
         self.identity = identity
         self.seed = None if seed is None else int(seed)
-        self._private = _Private()
+        # The training view shares the user's layers (saved with the user's
+        # model): Keras must not track it.
+        self._private = Untracked(view=None, graph=None)
         self._attached = False
         self._applied = []
         self._skipped = []
@@ -309,7 +254,7 @@ class Reparameterize(Technique):
             if isinstance(layer, keras.Model):
                 self._skip(layer, "nested model: its layers are not walked")
                 continue
-            if not isinstance(layer, _CONV_TYPES):
+            if not isinstance(layer, kinds.KERNEL):
                 continue
             if not self._selected(layer):
                 continue
@@ -389,8 +334,9 @@ class Reparameterize(Technique):
     def callbacks(self, trainer):
         return [_FoldForEvaluation(self)]
 
-    def forward(self, trainer, x):
-        return self._private.view(x, training=True), None
+    def training_graph(self, trainer, model):
+        # The branch view: each selected layer replaced by its branches.
+        return self._private.view
 
     def strip(self, trainer, model):
         self.fold()
@@ -417,16 +363,14 @@ class Reparameterize(Technique):
 
     def _geometry(self, layer, node):
         """`(Geometry, None)` or `(None, reason)`."""
-        kind = {
-            keras.layers.Conv2D: "conv",
-            keras.layers.DepthwiseConv2D: "depthwise",
-            keras.layers.Dense: "dense",
-        }.get(type(layer))
+        kind = _GEOMETRY_KINDS.get(kinds.kind_of(layer))
         if kind is None:
             return None, (
                 f"{type(layer).__name__} is not supported (Conv2D, "
                 "DepthwiseConv2D and Dense are)"
             )
+        if not kinds.computes_as_keras(layer):
+            return None, f"{type(layer).__name__} overrides call"
         if getattr(layer, "quantization_mode", None) is not None:
             return None, "quantized layer"
         if getattr(layer, "lora_enabled", False):
@@ -505,7 +449,7 @@ class Reparameterize(Technique):
         if len(consumers) != 1:
             return None, None
         bn = consumers[0].operation
-        if type(bn) is not keras.layers.BatchNormalization:
+        if not isinstance(bn, keras.layers.BatchNormalization):
             return None, None
         if len(graph.nodes_of(bn)) != 1 or bn.axis not in (-1, 3):
             return None, None
@@ -577,39 +521,27 @@ class Reparameterize(Technique):
     # ------------------------------------------------------------------
     # Report
     # ------------------------------------------------------------------
-    def report(self):
-        """What was re-parameterised and what was skipped.
-
-        Returns:
-            A dict with `"family"`, `"applied"` (one entry per layer:
-            layer, type, branches, where the constant folds
-            (`"bias"`, `"batch_norm"` or `"none"`), extra training-only
-            parameters), `"skipped"` (layer, type, reason) and
-            `"extra_params"` (total).
-        """
-        self._require_attached("report()")
-        return {
-            "family": self.family,
-            "applied": [dict(a) for a in self._applied],
-            "skipped": [dict(s) for s in self._skipped],
-            "extra_params": sum(a["extra_params"] for a in self._applied),
-        }
-
-    def summary(self, print_fn=print):
-        """Prints `report()` as a small table."""
-        rep = self.report()
-        print_fn(
-            f"Reparameterize ({rep['family']}): {len(rep['applied'])} "
-            f"layer(s), {rep['extra_params']} training-only parameters"
-        )
-        for a in rep["applied"]:
-            print_fn(
-                f"  applied {a['layer']} ({a['type']}): "
-                f"{' + '.join(['main'] + a['branches'])}; constant -> "
-                f"{a['constant_into']}"
+    def _report(self):
+        """What was re-parameterised (applied: one row per layer with its
+        type, branches, where the constant folds (`"bias"`,
+        `"batch_norm"` or `"none"`) and its extra training-only
+        parameters) and what was skipped (with the reason); totals:
+        `extra_params`."""
+        self._require_attached("summary()")
+        report = TechniqueReport(type(self).__name__, self.family)
+        for a in self._applied:
+            report.add(
+                a["layer"],
+                "applied",
+                " + ".join(["main"] + a["branches"]),
+                **{k: v for k, v in a.items() if k != "layer"},
             )
-        for s in rep["skipped"]:
-            print_fn(f"  skipped {s['layer']} ({s['type']}): {s['reason']}")
+        for s in self._skipped:
+            report.add(s["layer"], "skipped", f"{s['type']}: {s['reason']}")
+        report.totals["extra_params"] = sum(
+            a["extra_params"] for a in self._applied
+        )
+        return report
 
     # ------------------------------------------------------------------
     # Serialization

@@ -42,7 +42,7 @@ def plot_density(source, path=None, sizes=None, title=None):
             `SparseTraining` technique (its own per-epoch records).
         path: optional file to save the figure to (PNG, PDF, ...).
         sizes: optional `{layer_key: number_of_weights}` (e.g. from
-            `{s["layer"]: s["size"] for s in technique.report()["sparse"]}`).
+            `{r.item: r.values["size"] for r in technique.summary().applied}`).
         title: optional figure title.
 
     Returns:

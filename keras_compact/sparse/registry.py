@@ -12,6 +12,7 @@ Biases, normalization parameters and embeddings are never pruned.
 import keras
 
 from keras_compact import compat
+from keras_compact.graph import kinds
 
 _REGISTRY = {}
 
@@ -54,20 +55,10 @@ def register_prunable(layer_class, weight_names):
     _REGISTRY[layer_class] = weight_names
 
 
-for _cls in (
-    keras.layers.Conv1D,
-    keras.layers.Conv2D,
-    keras.layers.Conv3D,
-    keras.layers.Conv1DTranspose,
-    keras.layers.Conv2DTranspose,
-    keras.layers.Conv3DTranspose,
-    keras.layers.DepthwiseConv1D,
-    keras.layers.DepthwiseConv2D,
-    keras.layers.Dense,
-    keras.layers.EinsumDense,
-):
-    register_prunable(_cls, ("kernel",))
-for _cls in (keras.layers.SeparableConv1D, keras.layers.SeparableConv2D):
+for _cls in kinds.KERNEL:
+    if _cls not in kinds.SEPARABLE:
+        register_prunable(_cls, ("kernel",))
+for _cls in kinds.SEPARABLE:
     register_prunable(_cls, ("depthwise_kernel", "pointwise_kernel"))
 del _cls
 
@@ -157,12 +148,4 @@ def _checked(layer, pairs):
 
 
 def _is_normalization(layer):
-    return isinstance(
-        layer,
-        (
-            keras.layers.BatchNormalization,
-            keras.layers.LayerNormalization,
-            keras.layers.GroupNormalization,
-            keras.layers.UnitNormalization,
-        ),
-    )
+    return isinstance(layer, kinds.NORMALIZATION)

@@ -16,10 +16,9 @@ throughout. List it in `dense_layers` to keep it dense.
 
 import keras
 
+from keras_compact.graph import kinds
 from keras_compact.graph.walk import ModelGraph, is_functional, iter_layers
 from keras_compact.sparse.registry import UnsupportedLayer, prunable_weights
-
-_CONVS = (keras.layers.Conv1D, keras.layers.Conv2D, keras.layers.Conv3D)
 
 
 def scan(model):
@@ -59,12 +58,6 @@ def _functional_models(model):
     return out
 
 
-def _is_1x1(layer):
-    return isinstance(layer, _CONVS) and all(
-        k == 1 for k in getattr(layer, "kernel_size", (0,))
-    )
-
-
 def shortcut_convs(model):
     """Names of 1x1 convolutions on a residual shortcut.
 
@@ -83,7 +76,11 @@ def shortcut_convs(model):
             continue
         for node in graph.nodes:
             op = node.operation
-            if node.is_input or not _is_1x1(op) or not node.inputs:
+            if (
+                node.is_input
+                or not kinds.is_pointwise_conv(op)
+                or not node.inputs
+            ):
                 continue
             if len(graph.consumers(node.inputs[0])) < 2:
                 continue

@@ -1,7 +1,6 @@
 """`SparseTraining`: masks, budget and drop-and-grow updates, via `fit`."""
 
 import random
-import threading
 import warnings
 
 import keras
@@ -13,7 +12,9 @@ from keras_compact.graph.walk import check_layer_names
 from keras_compact.sparse import distributions
 from keras_compact.sparse.policies import DSR, UpdateContext, get_policy
 from keras_compact.sparse.selection import default_dense_layers, scan
+from keras_compact.training import arguments as args
 from keras_compact.training import tensorflow_step
+from keras_compact.training.report import TechniqueReport
 from keras_compact.training.technique import Technique
 
 REGROW_INITS = ("zeros", "he_normal")
@@ -35,17 +36,6 @@ class _SparseWeight:
         return int(np.prod(self.variable.shape))
 
 
-class _Scratch(threading.local):
-    """Trace-time values passed from `transform_gradients` to `after_step`.
-
-    Thread-local: `MirroredStrategy` traces each replica's step in its own
-    thread, and each must see its own gradients. A plain object, so Keras
-    does not track it.
-    """
-
-    dense_grads = None
-
-
 @keras_compact_export
 class SparseTraining(Technique):
     """Sparse training with a fixed budget of non-zero weights.
@@ -54,7 +44,7 @@ class SparseTraining(Technique):
     transposes, DepthwiseConv, SeparableConv depthwise and pointwise, Dense,
     EinsumDense, and any layer that declares `prunable_weights`), found by
     walking the model, nested and subclassed ones included. Layers that
-    cannot be handled stay dense and are listed in `report()`; the paper's
+    cannot be handled stay dense and are listed in `summary()`; the paper's
     always-dense layers (the first layer, 1x1 shortcut convs) stay dense
     unless `dense_layers` says otherwise.
 
@@ -111,6 +101,7 @@ class SparseTraining(Technique):
         **kwargs: `Technique` (layer) arguments such as `name`.
 
     Raises:
+        TypeError: for an argument of the wrong type.
         ValueError: for an out-of-range or unknown argument (the message
             names it), a model that is not built, unknown names in
             `dense_layers`, or a model without any prunable weight.
@@ -149,47 +140,20 @@ class SparseTraining(Technique):
     ):
         kwargs.setdefault("name", "sparse_training")
         super().__init__(**kwargs)
-        if (
-            isinstance(sparsity, bool)
-            or not isinstance(sparsity, (int, float))
-            or not 0.0 <= float(sparsity) < 1.0
-        ):
-            raise ValueError(
-                "Expected `sparsity` to be a float in [0, 1). "
-                f"Received: sparsity={sparsity!r}"
-            )
-        if distribution not in distributions.DISTRIBUTIONS:
-            raise ValueError(
-                "Expected `distribution` to be one of "
-                f"{distributions.DISTRIBUTIONS}. "
-                f"Received: distribution={distribution!r}"
-            )
-        if regrow_init not in REGROW_INITS:
-            raise ValueError(
-                f"Expected `regrow_init` to be one of {REGROW_INITS}. "
-                f"Received: regrow_init={regrow_init!r}"
-            )
+        args.check_float(sparsity, "sparsity", 0.0, 1.0, high_open=True)
+        args.check_choice(
+            distribution, distributions.DISTRIBUTIONS, "distribution"
+        )
+        args.check_choice(regrow_init, REGROW_INITS, "regrow_init")
         if not (
             dense_layers is None
             or dense_layers == "auto"
             or callable(dense_layers)
-            or (
-                isinstance(dense_layers, (list, tuple))
-                and all(isinstance(n, str) for n in dense_layers)
-            )
         ):
-            raise ValueError(
-                "Expected `dense_layers` to be 'auto', None, a list of layer "
-                "names or a callable(layer) -> bool. "
-                f"Received: dense_layers={dense_layers!r}"
-            )
+            args.check_names(dense_layers, "dense_layers")
+        seed = args.check_seed(seed)
         if seed is None:
             seed = random.randrange(2**31 - 1)
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
-            raise ValueError(
-                "Expected `seed` to be None or an int >= 0. "
-                f"Received: seed={seed!r}"
-            )
         self.sparsity = float(sparsity)
         self.policy = get_policy(policy)
         self.distribution = distribution
@@ -205,7 +169,6 @@ class SparseTraining(Technique):
         self._weights = []
         self._dense = {}
         self._skipped = []
-        self._scratch = _Scratch()
         self._attached = False
         self._warned = set()  # warnings already given (once per technique)
 
@@ -244,7 +207,7 @@ class SparseTraining(Technique):
             )
         if self._skipped:
             warnings.warn(
-                "SparseTraining leaves these layers dense (see report()): "
+                "SparseTraining leaves these layers dense (see summary()): "
                 + "; ".join(f"{n} ({r})" for n, _, r in self._skipped),
                 stacklevel=2,
             )
@@ -400,40 +363,36 @@ class SparseTraining(Technique):
 
         return [SparsityMonitor(self)]
 
-    def transform_gradients(self, trainer, grads, variables):
-        index = {id(v): i for i, v in enumerate(variables)}
+    def transform_gradients(self, ctx, grads):
+        index = {id(v): i for i, v in enumerate(ctx.variables)}
         grads = list(grads)
-        dense = [None] * len(self._weights)
-        for j, w in enumerate(self._weights):
+        for w in self._weights:
             i = index.get(id(w.variable))
             if i is None or grads[i] is None:
                 continue
             g = tensorflow_step.densify(grads[i])
-            dense[j] = g
             grads[i] = g * keras.ops.cast(w.mask.value, g.dtype)
         if self.policy.needs_gradients and not self.policy.is_static:
-            present = [j for j, g in enumerate(dense) if g is not None]
-            reduced = tensorflow_step.all_reduce_sum(
-                [dense[j] for j in present]
+            # The unmasked gradients, summed over the replicas, for the
+            # update of this step's `after_step` (RigL grows by them).
+            ctx.state(self)["dense_grads"] = ctx.dense_gradients(
+                [w.variable for w in self._weights], ctx.grads
             )
-            for j, g in zip(present, reduced):
-                dense[j] = g
-            self._scratch.dense_grads = dense
         return grads
 
-    def after_step(self, trainer):
+    def after_step(self, ctx):
         import tensorflow as tf
 
         for w in self._weights:
             w.variable.assign(w.variable.value * w.mask.value)
         if self.policy.is_static:
             return
-        step = trainer.optimizer.iterations
+        optimizer = ctx.optimizer
+        step = optimizer.iterations
         due = self.policy.should_update(
             step.value, self.epoch.value, self.end_step.value
         )
-        optimizer = trainer.optimizer
-        grads = self._scratch.dense_grads
+        grads = ctx.state(self).get("dense_grads")
         tf.cond(
             due,
             lambda: self.update_masks(optimizer, step.value, grads),
@@ -598,66 +557,41 @@ class SparseTraining(Technique):
             return float(keras.ops.convert_to_numpy(self.policy.threshold))
         return None
 
-    def report(self):
-        """What was made sparse, what stayed dense, what was skipped.
-
-        Returns:
-            A dict with `"sparse"` (one entry per masked weight: layer,
-            weight, shape, size, nonzeros, density), `"dense"` (layer and
-            reason, for layers kept dense on purpose), `"skipped"` (layer,
-            type and reason, for layers that could not be handled) and
-            `"sparsity"` (overall fraction of zeros of the masked weights)
-            and `"regrown_pruned"` (`regrown_pruned_fraction()` of the
-            last update and of the whole run, `None` if not known yet).
-        """
-        sparse = []
+    def _report(self):
+        """What was made sparse (applied: one row per masked weight, with
+        shape, size, nonzeros and density), what stayed dense on purpose
+        (kept) and what could not be handled (skipped); totals: overall
+        `sparsity` of the masked weights and `regrown_pruned_last` /
+        `regrown_pruned_overall` (`regrown_pruned_fraction()`, None if not
+        known yet)."""
+        report = TechniqueReport(
+            type(self).__name__,
+            f"{type(self.policy).__name__}, {self.distribution}",
+        )
+        total = nonzeros = 0
         for w in self._weights:
             nz = int(np.sum(keras.ops.convert_to_numpy(w.mask)))
-            sparse.append(
-                {
-                    "layer": w.layer.name,
-                    "weight": w.label,
-                    "shape": tuple(w.variable.shape),
-                    "size": w.size,
-                    "nonzeros": nz,
-                    "density": nz / w.size,
-                }
+            total += w.size
+            nonzeros += nz
+            report.add(
+                w.layer.name,
+                "applied",
+                weight=w.label,
+                shape=tuple(w.variable.shape),
+                size=w.size,
+                nonzeros=nz,
+                density=nz / w.size,
             )
-        total = sum(s["size"] for s in sparse)
-        nz = sum(s["nonzeros"] for s in sparse)
-        return {
-            "sparse": sparse,
-            "dense": [
-                {"layer": n, "reason": r} for n, r in self._dense.items()
-            ],
-            "skipped": [
-                {"layer": n, "type": t, "reason": r}
-                for n, t, r in self._skipped
-            ],
-            "sparsity": 1.0 - nz / total if total else 0.0,
-            "regrown_pruned": {
-                "last": self.regrown_pruned_fraction(last=True),
-                "overall": self.regrown_pruned_fraction(),
-            },
-        }
-
-    def summary(self, print_fn=print):
-        """Prints `report()` as a small table."""
-        rep = self.report()
-        print_fn(
-            f"SparseTraining ({type(self.policy).__name__}, "
-            f"{self.distribution}): overall sparsity "
-            f"{rep['sparsity']:.4f}"
+        for name, reason in self._dense.items():
+            report.add(name, "kept", reason)
+        for name, kind, reason in self._skipped:
+            report.add(name, "skipped", f"{kind}: {reason}")
+        report.totals["sparsity"] = 1.0 - nonzeros / total if total else 0.0
+        report.totals["regrown_pruned_last"] = self.regrown_pruned_fraction(
+            last=True
         )
-        for s in rep["sparse"]:
-            print_fn(
-                f"  sparse  {s['layer']}.{s['weight']} {s['shape']}: "
-                f"{s['nonzeros']}/{s['size']} ({s['density']:.3f})"
-            )
-        for d in rep["dense"]:
-            print_fn(f"  dense   {d['layer']}: {d['reason']}")
-        for d in rep["skipped"]:
-            print_fn(f"  skipped {d['layer']} ({d['type']}): {d['reason']}")
+        report.totals["regrown_pruned_overall"] = self.regrown_pruned_fraction()
+        return report
 
     def get_config(self):
         dense = self.dense_layers

@@ -16,9 +16,17 @@ library with one body of code:
 - a batch with a NaN stops training with `NonFiniteTrainingError`, weights
   and technique state untouched.
 
-Every technique runs it on several kinds of model (tests/test_techniques.py):
-a zoo model, a Sequential model, a model with a softmax output and
-`keras.applications.MobileNetV2(weights=None)`.
+`run_distributed_test` checks one more promise: trained under
+`tf.distribute.MirroredStrategy` with two replicas, a technique ends with
+the weights and technique state of a one-device run on the same data and
+global batch, and the replicas stay identical.
+
+Every technique runs `run_technique_test` on a zoo model, a Sequential
+model and a model with a softmax output, and
+`keras.applications.MobileNetV2(weights=None)` runs it once with the
+cheapest settings (tests/test_techniques.py); every technique runs
+`run_distributed_test` on the zoo model (tests/test_techniques.py,
+tests/test_distributed.py).
 """
 
 import os
@@ -304,3 +312,198 @@ def run_technique_test(
         raise AssertionError(
             f"the non-finite step wrote to {changed[:5]} before stopping"
         )
+
+
+def synchronized_batch_norm(model_factory):
+    """Wraps a model factory so that every `BatchNormalization` of the
+    model it returns is `synchronized=True` (same weights otherwise).
+
+    A replica normalises with its own half of the global batch unless its
+    batch normalization is synchronized; only then can a mirrored run equal
+    a one-device run. The layers keep their class, so every technique sees
+    the model it would see otherwise.
+    """
+
+    def make():
+        model = model_factory()
+        if not any(
+            type(layer) is keras.layers.BatchNormalization
+            for layer in model.layers
+        ):
+            return model
+
+        def clone(layer):
+            config = layer.get_config()
+            if type(layer) is keras.layers.BatchNormalization:
+                config["synchronized"] = True
+            return type(layer).from_config(config)
+
+        synced = keras.models.clone_model(model, clone_function=clone)
+        synced.set_weights(model.get_weights())
+        return synced
+
+    return make
+
+
+def _logical_cpus(count):
+    import tensorflow as tf
+
+    devices = tf.config.list_logical_devices("CPU")
+    if len(devices) < count:
+        raise RuntimeError(
+            f"Expected at least {count} logical CPU devices for the "
+            f"MirroredStrategy check. Received: {len(devices)} "
+            "(configure them before TensorFlow initialises, with "
+            "`tf.config.set_logical_device_configuration(cpu, "
+            f"[tf.config.LogicalDeviceConfiguration()] * {count})`; "
+            "tests/conftest.py does it for the test session)"
+        )
+    return [d.name for d in devices[:count]]
+
+
+_STRATEGIES = {}
+
+
+def _mirrored_strategy(devices):
+    """One `MirroredStrategy` per device set for the whole process: a second
+    strategy over the same devices restarts the collective instance keys,
+    and its all-reduces then collide with the first one's ("Shape mismatch
+    in the collective instance")."""
+    import tensorflow as tf
+
+    key = tuple(devices)
+    if key not in _STRATEGIES:
+        _STRATEGIES[key] = tf.distribute.MirroredStrategy(list(devices))
+    return _STRATEGIES[key]
+
+
+def _replica_values(variable):
+    """The per-replica copies of a (Keras) variable: one array per replica
+    for a mirrored variable, a single array otherwise."""
+    value = getattr(variable, "value", variable)
+    copies = getattr(value, "values", None)
+    if copies is None:
+        return [np.asarray(variable.numpy())]
+    return [np.asarray(c.numpy()) for c in copies]
+
+
+def _compare_states(want, got, rtol, atol, what):
+    """Float arrays equal to `atol + rtol * max|want|` (per variable), other
+    arrays exactly; `want` and `got` are `_state` dicts (by position)."""
+    if len(want) != len(got):
+        raise AssertionError(
+            f"{what}: {len(got)} variables against {len(want)}"
+        )
+    for (name, a), (other, b) in zip(want.items(), got.items()):
+        if a.shape != b.shape:
+            raise AssertionError(
+                f"{what}: {name} has shape {b.shape} (in {other}) instead of "
+                f"{a.shape}"
+            )
+        if a.dtype.kind == "f":
+            scale = float(np.max(np.abs(a), initial=0.0))
+            diff = float(np.max(np.abs(a - b), initial=0.0))
+            ok = diff <= atol + rtol * scale
+            detail = f"max |difference| {diff:.3g}, max |value| {scale:.3g}"
+        else:
+            ok = np.array_equal(a, b)
+            detail = f"{int(np.sum(a != b))} of {a.size} entries differ"
+        if not ok:
+            raise AssertionError(f"{what}: {name} differs ({detail})")
+
+
+def run_distributed_test(
+    technique_factory,
+    model_factory,
+    num_examples=16,
+    batch_size=8,
+    epochs=2,
+    rtol=1e-5,
+    atol=1e-6,
+    synchronized=True,
+    seed=0,
+):
+    """Checks that a technique trains the same on two replicas as on one.
+
+    Two trainers are built from the same seed and trained on the same data
+    with the same global batch: one on the default (single-device)
+    strategy, one under `tf.distribute.MirroredStrategy` over two logical
+    CPU devices (each replica gets half of every batch). The check passes
+    when every variable of the trainer (the model's weights and moving
+    statistics, every technique's state: masks, thresholds, counters,
+    ranges) agrees between the two runs, and the two copies of every
+    mirrored variable are identical.
+
+    Float variables agree when `max|one - two| <= atol + rtol * max|one|`
+    (summation order differs between one and two replicas); integer and
+    boolean variables must be equal.
+
+    The logical devices must exist before TensorFlow initialises
+    (tests/conftest.py configures two for the test session).
+
+    Args:
+        technique_factory: callable returning a `Technique` (or a list of
+            them) for a fresh trainer; called once per trainer built.
+        model_factory: callable returning a fresh, built Keras model (same
+            weights for the same global seed).
+        num_examples: random training examples (uniform in [0, 1)).
+        batch_size: the global batch size (even: two replicas).
+        epochs: training epochs of both runs.
+        rtol: tolerance relative to the largest magnitude of each variable.
+        atol: absolute tolerance.
+        synchronized: make the model's `BatchNormalization` layers
+            `synchronized=True` (see `synchronized_batch_norm`); without it
+            each replica normalises with its own half batch and the runs
+            differ by design.
+        seed: the global seed of both trainers.
+
+    Returns:
+        `(one_device_trainer, mirrored_trainer)`, both trained, for checks
+        of a technique's own (e.g. sparse kernels stay zero on every
+        replica).
+
+    Raises:
+        AssertionError: naming the first variable that differs.
+        RuntimeError: if fewer than two logical CPU devices exist.
+    """
+    if batch_size % 2 or batch_size < 2:
+        raise ValueError(
+            "Expected an even `batch_size` (two replicas). Received: "
+            f"batch_size={batch_size}"
+        )
+    if num_examples % batch_size:
+        raise ValueError(
+            "Expected `num_examples` to be a multiple of `batch_size` (no "
+            "partial batch). Received: "
+            f"num_examples={num_examples}, batch_size={batch_size}"
+        )
+    devices = _logical_cpus(2)
+    if synchronized:
+        model_factory = synchronized_batch_norm(model_factory)
+
+    model, one = _make(model_factory, technique_factory, seed)
+    x, y = _data(model, num_examples, _num_classes(model), seed)
+    _fit(one, x, y, epochs, batch_size)
+
+    with _mirrored_strategy(devices).scope():
+        _, two = _make(model_factory, technique_factory, seed)
+    _fit(two, x, y, epochs, batch_size)
+
+    mirrored = 0
+    for i, v in enumerate(two.variables):
+        copies = _replica_values(v)
+        mirrored += len(copies) > 1
+        if not all(np.array_equal(copies[0], c) for c in copies[1:]):
+            raise AssertionError(
+                f"the replicas of {i}:{v.path} differ after mirrored training"
+            )
+    if not mirrored:
+        raise AssertionError("no variable was mirrored over the two devices")
+    _compare_states(
+        _state(one),
+        _state(two),
+        rtol,
+        atol,
+        "MirroredStrategy (2 replicas) against one device",
+    )
+    return one, two

@@ -6,12 +6,14 @@ from keras_compact.training.recipe import (
     make_optimizer,
     train_classifier,
 )
+from keras_compact.training.step_context import StepContext
 from keras_compact.training.technique import Technique
 from keras_compact.training.trainer import NonFiniteTrainingError, Trainer
 
 __all__ = [
     "Distillation",
     "NonFiniteTrainingError",
+    "StepContext",
     "Technique",
     "TrainResult",
     "Trainer",

@@ -4,6 +4,7 @@ import keras
 
 from keras_compact.api_export import keras_compact_export
 from keras_compact.graph import outputs
+from keras_compact.training import arguments as args
 from keras_compact.training.technique import Technique
 
 
@@ -63,24 +64,13 @@ class Distillation(Technique):
                 "Expected `teacher` to be a `keras.Model`. Received: "
                 f"teacher={teacher!r} of type {type(teacher).__name__}"
             )
-        if not float(temperature) > 0:
-            raise ValueError(
-                "Expected `temperature` > 0. "
-                f"Received: temperature={temperature}"
-            )
-        if not 0.0 <= float(alpha) <= 1.0:
-            raise ValueError(
-                f"Expected `alpha` in [0, 1]. Received: alpha={alpha}"
-            )
+        args.check_float(temperature, "temperature", low=0.0, low_open=True)
+        args.check_float(alpha, "alpha", 0.0, 1.0)
+        args.check_choice(from_logits, ("auto", True, False), "from_logits")
         self.teacher = teacher
         self.teacher.trainable = False
         self.temperature = float(temperature)
         self.alpha = float(alpha)
-        if from_logits not in ("auto", True, False):
-            raise ValueError(
-                'Expected `from_logits` to be "auto", True or False. '
-                f"Received: from_logits={from_logits!r}"
-            )
         self.from_logits = from_logits
 
     @property
@@ -121,8 +111,9 @@ class Distillation(Technique):
                 f"outputs {student_shapes}"
             )
 
-    def loss_terms(self, trainer, x, y, y_pred, sample_weight):
-        t_pred = self.teacher(x, training=False)
+    def loss_terms(self, ctx):
+        trainer, y_pred = ctx.trainer, ctx.y_pred
+        t_pred = self.teacher(ctx.x, training=False)
         t_pred = keras.tree.flatten(keras.ops.stop_gradient(t_pred))
         y_pred = keras.tree.flatten(y_pred)
         t_pred = outputs.to_logits(

@@ -24,6 +24,47 @@ def replicas():
     return tf.distribute.get_strategy().num_replicas_in_sync
 
 
+def synchronized():
+    """Whether batch statistics must be synchronized: True under a
+    `tf.distribute` strategy of more than one replica.
+
+    A technique's own training-only normalization (a `BatchNormalization`
+    it adds, a batch-statistics function) reads the batch of every replica
+    then, so that training equals one device; on one device it keeps the
+    plain (unsynchronized) statistics, bit for bit.
+    """
+    return replicas() > 1
+
+
+def unscale_loss(value):
+    """A Keras loss value as the replica batch's own: Keras' losses divide
+    by the replica count under a strategy (`value` itself on one
+    replica)."""
+    return rescale(value, replicas())
+
+
+def all_reduce_min_max(low, high):
+    """`(min over the replicas of low, max over the replicas of high)`
+    (inside a replica context); `(low, high)` unchanged on one replica.
+
+    Exact (`tf.distribute.ReduceOp` has no MIN or MAX): every replica's
+    value is gathered on a new leading axis, then reduced.
+    """
+    import tensorflow as tf
+
+    ctx = tf.distribute.get_replica_context()
+    if ctx is None or replicas() == 1:
+        return low, high
+
+    def gathered(value):
+        return ctx.all_gather(tf.convert_to_tensor(value)[None], axis=0)
+
+    return (
+        tf.reduce_min(gathered(low), axis=0),
+        tf.reduce_max(gathered(high), axis=0),
+    )
+
+
 def rescale(value, factor):
     """`value * factor` (or `value` itself when the factor is 1)."""
     if factor == 1:
@@ -104,44 +145,56 @@ def assert_finite(groups, step):
 def train_step(trainer, data):
     """One optimizer step of `trainer` (a `keras_compact.Trainer`).
 
-    Order: inputs checked finite; forward pass and loss (the compiled task
-    loss plus every technique's terms) under a gradient tape; each
-    technique's `transform_gradients`; loss terms and gradients checked
-    finite; then, tied to that check, the optimizer update and each
-    technique's `after_step`. A failed check ends the step before anything
-    of it is written.
+    Builds the step's `StepContext` (one per step and per replica: a plain
+    object of this trace) and passes it to every technique hook. Order:
+    inputs checked finite; under a gradient tape, the training forward
+    pass (predictions and every declared tensor, in one pass) and the loss
+    (the compiled task loss plus every technique's `loss_terms(ctx)`);
+    each technique's `transform_gradients(ctx, grads)`; loss terms and
+    gradients checked finite; then, tied to that check, the optimizer
+    update and each technique's `after_step(ctx)`. A failed check ends the
+    step before anything of it is written.
+
+    With techniques that take held-out batches (`Trainer.fit` zips them
+    with the training data), `data` is `(batch, held_out_batches)`.
     """
     import tensorflow as tf
 
+    from keras_compact.training.step_context import StepContext
+
+    names = getattr(trainer, "_held_out_names", ())
+    held_out = None
+    if names:
+        data, held = data
+        held_out = dict(zip(names, held))
     x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
     step = trainer.optimizer.iterations
+    ctx = StepContext(trainer, x, y, sample_weight, step, held_out)
     inputs_ok = assert_finite(
         {"inputs": [v for v in keras.tree.flatten(x) if v.dtype.is_floating]},
         step,
     )
     with tf.control_dependencies(inputs_ok):
         with tf.GradientTape() as tape:
-            y_pred = trainer(x, training=True)
-            loss = trainer.compute_loss(
-                x=x,
-                y=y,
-                y_pred=y_pred,
-                sample_weight=sample_weight,
-                training=True,
-            )
+            ctx.y_pred, ctx.tensors = trainer.training_forward(x, ctx)
+            loss = trainer.step_loss(ctx)
             batch = tf.shape(keras.tree.flatten(x)[0])[0]
             compat.loss_tracker(trainer).update_state(
                 rescale(loss, replicas()), sample_weight=batch
             )
             scaled = trainer.optimizer.scale_loss(loss)
-    variables = trainer.trainable_weights
-    grads = tape.gradient(scaled, variables)
+    ctx.variables = trainer.trainable_weights
+    grads = tape.gradient(scaled, ctx.variables)
+    ctx.grads = list(grads)
     for t in trainer.techniques:
-        grads = t.transform_gradients(trainer, grads, variables)
-    checks = {k: [v] for k, v in trainer.step_terms.items()}
-    checks["gradients"] = [g for g in grads if g is not None]
+        grads = list(t.transform_gradients(ctx, ctx.grads))
+        ctx.grads = grads
+    checks = {k: [v] for k, v in ctx.terms.items()}
+    checks["gradients"] = [g for g in ctx.grads if g is not None]
     with tf.control_dependencies(assert_finite(checks, step)):
-        trainer.optimizer.apply_gradients(zip(grads, variables))
+        trainer.optimizer.apply_gradients(zip(ctx.grads, ctx.variables))
         for t in trainer.techniques:
-            t.after_step(trainer)
-    return trainer.compute_metrics(x, y, y_pred, sample_weight=sample_weight)
+            t.after_step(ctx)
+    return trainer.compute_metrics(
+        x, y, ctx.y_pred, sample_weight=sample_weight
+    )

@@ -4,9 +4,12 @@ import keras
 
 from keras_compact import compat
 from keras_compact.api_export import keras_compact_export
+from keras_compact.graph.walk import ModelGraph, as_functional
 from keras_compact.training import tensorflow_step
+from keras_compact.training.step_context import StepContext
 from keras_compact.training.technique import Technique
 from keras_compact.training.tensorflow_step import rescale
+from keras_compact.training.untracked import Untracked
 
 
 class NonFiniteTrainingError(FloatingPointError):
@@ -67,6 +70,59 @@ def _raise_non_finite(error):
     ) from None
 
 
+def _resolve_tensor(graph, technique, key, value):
+    """The symbolic tensor of the compact model's graph that a technique
+    declared (a tensor of the graph, or a layer name)."""
+    if isinstance(value, str):
+        nodes = _calls(graph, value)
+        if len(nodes) != 1 or len(nodes[0].outputs) != 1:
+            raise ValueError(
+                f"Expected `tensors()` of technique {technique!r} to name a "
+                "layer called once, with one output, in model "
+                f"{graph.model.name!r}. Received: {key}={value!r} "
+                f"({len(nodes)} calls)"
+            )
+        return nodes[0].outputs[0]
+    if not isinstance(value, keras.KerasTensor):
+        raise TypeError(
+            f"Expected `tensors()` of technique {technique!r} to map keys to "
+            "symbolic tensors of the compact model or layer names. Received: "
+            f"{key}={value!r} of type {type(value).__name__}"
+        )
+    graph.producer(value)  # a ValueError for a tensor of another graph
+    return value
+
+
+def _calls(graph, name):
+    try:
+        return graph.nodes_of(name)
+    except ValueError:
+        return []
+
+
+def _map_tensor(graph, replaced, tensor, technique, replacer):
+    """The tensor of the replaced training graph that corresponds to
+    `tensor` of the compact model's graph: the same output of the same
+    call of the layer with the same name."""
+    node = graph.producer(tensor)
+    call = graph.nodes_of(node.name).index(node)
+    index = next(i for i, t in enumerate(node.outputs) if t is tensor)
+    if node.is_input:
+        k = next(i for i, t in enumerate(graph.inputs) if t is tensor)
+        return replaced.inputs[k]
+    nodes = _calls(replaced, node.name)
+    if len(nodes) <= call or len(nodes[call].outputs) <= index:
+        raise ValueError(
+            f"Technique {technique!r} reads the output of layer "
+            f"{node.name!r}, which technique {replacer.name!r} removes from "
+            "its training graph (`training_graph`). Expected the declared "
+            "layers to be kept by the replaced graph. Received: "
+            f"techniques {technique!r} and {replacer.name!r} together; "
+            "declare other layers, or train with one, then the other."
+        )
+    return nodes[call].outputs[index]
+
+
 @keras_compact_export
 class Trainer(keras.Model):
     """Trains a compact model with training-time techniques, via `fit`.
@@ -88,8 +144,9 @@ class Trainer(keras.Model):
     Raises:
         TypeError: if `model` is not a Keras model or a technique is not a
             `Technique`.
-        ValueError: if two techniques both replace the forward pass, or two
-            techniques declare the same loss term name.
+        ValueError: if two techniques both replace the training graph, a
+            technique declares a tensor that the replaced graph lacks, or
+            two techniques declare the same loss term name.
 
     Example:
 
@@ -123,24 +180,15 @@ class Trainer(keras.Model):
                     "`keras_compact.Technique`. Received: "
                     f"{t!r} of type {type(t).__name__}"
                 )
-        forwards = [
-            i for i, t in enumerate(techniques) if type(t)._overrides("forward")
-        ]
-        required = [i for i in forwards if not techniques[i].forward_optional]
-        forward_owners = [techniques[i].name for i in required]
-        if len(forward_owners) > 1:
-            raise ValueError(
-                "At most one technique may replace the forward pass. "
-                f"Received several: {forward_owners}"
-            )
         kwargs.setdefault("name", f"{model.name}_trainer")
         super().__init__(**kwargs)
         self.compact_model = model
         self.techniques = techniques
-        self._extras = None
-        # Techniques whose `forward` runs: the one that must own the forward
-        # pass, else those whose forward is optional (first non-None wins).
-        self._forward_index = tuple(required or forwards)
+        # The training views share the compact model's layers (saved once,
+        # with the model): kept out of Keras tracking.
+        self._views = Untracked(
+            replacer=None, plain=None, replaced=None, declared=False
+        )
         for t in techniques:
             t.attach(self)
         names = ["task_loss"]
@@ -153,6 +201,7 @@ class Trainer(keras.Model):
                     )
                 names.append(n)
         self.term_trackers = {n: keras.metrics.Mean(name=n) for n in names}
+        self._build_training_views()
         if model.built:
             # Everything is built already: `fit` callbacks that need a built
             # model (BackupAndRestore) work before the first batch.
@@ -166,22 +215,120 @@ class Trainer(keras.Model):
         self.built = True
 
     # ------------------------------------------------------------------
+    # Training view: one forward pass for the outputs and declared tensors
+    # ------------------------------------------------------------------
+    def _build_training_views(self):
+        """Builds the training view(s) of the compact model (see
+        `training_forward`), or none when the compact model itself is
+        enough (no declared tensors, no replaced graph)."""
+        replacers = [
+            t for t in self.techniques if type(t)._overrides("training_graph")
+        ]
+        if len(replacers) > 1:
+            raise ValueError(
+                "At most one technique may replace the training graph. "
+                "Expected one technique overriding `training_graph`. "
+                f"Received: {[t.name for t in replacers]} (techniques "
+                f"{', '.join(repr(t.name) for t in replacers)} both replace "
+                "it; train with one, then fine-tune with the other)"
+            )
+        declared = {}
+        for t in self.techniques:
+            spec = dict(t.tensors(self) or {})
+            if spec:
+                declared[t.name] = spec
+        views = self._views
+        views.replacer = replacers[0] if replacers else None
+        views.plain = views.replaced = None
+        views.declared = bool(declared)
+        if not declared and views.replacer is None:
+            return
+        base = as_functional(self.compact_model)
+        graph = ModelGraph(base)
+        declared = {
+            name: {
+                key: _resolve_tensor(graph, name, key, value)
+                for key, value in spec.items()
+            }
+            for name, spec in declared.items()
+        }
+        if declared:
+            views.plain = keras.Model(
+                base.input,
+                {"outputs": base.output, "tensors": declared},
+                name=f"{self.compact_model.name}_training_view",
+            )
+        if views.replacer is None:
+            return
+        replaced = views.replacer.training_graph(self, base)
+        if declared:
+            replaced_graph = ModelGraph(replaced)
+            mapped = {
+                name: {
+                    key: _map_tensor(
+                        graph, replaced_graph, tensor, name, views.replacer
+                    )
+                    for key, tensor in spec.items()
+                }
+                for name, spec in declared.items()
+            }
+            replaced = keras.Model(
+                replaced.input,
+                {"outputs": replaced.output, "tensors": mapped},
+                name=f"{replaced.name}_training_view",
+            )
+        views.replaced = replaced
+
+    @property
+    def forward_passes(self):
+        """Forward passes of (part of) the compact model per train step:
+        the training forward pass plus each technique's declared
+        `extra_forward_passes`."""
+        return 1 + sum(t.extra_forward_passes for t in self.techniques)
+
+    def training_forward(self, x, ctx=None):
+        """The training forward pass: `(y_pred, tensors)`.
+
+        One call of the training view: the compact model (or the graph a
+        technique put in its place, `Technique.training_graph`) in
+        training mode, returning its predictions and
+        `{technique name: {key: tensor}}` of every declared tensor.
+
+        Args:
+            x: a batch of inputs.
+            ctx: the step's `StepContext`, passed to the replacing
+                technique's `training_graph_active` (default: a context of
+                `x` alone).
+        """
+        views = self._views
+
+        def run(view):
+            if view is None:
+                return {"outputs": self.compact_model(x, training=True)}
+            out = view(x, training=True)
+            return out if views.declared else {"outputs": out}
+
+        if views.replacer is None:
+            out = run(views.plain)
+        else:
+            if ctx is None:
+                ctx = StepContext(self, x)
+            on = views.replacer.training_graph_active(ctx)
+            if on is True:
+                out = run(views.replaced)
+            else:
+                out = keras.ops.cond(
+                    on,
+                    lambda: run(views.replaced),
+                    lambda: run(views.plain),
+                )
+        return out["outputs"], dict(out.get("tensors", {}))
+
+    # ------------------------------------------------------------------
     # Forward and loss
     # ------------------------------------------------------------------
     def call(self, inputs, training=False):
-        self._extras = None
-        if training:
-            for i in self._forward_index:
-                out = self.techniques[i].forward(self, inputs)
-                if out is not None:
-                    y_pred, self._extras = out
-                    return y_pred
         return self.compact_model(inputs, training=training)
-
-    @property
-    def extras(self):
-        """Extra tensors of the current training forward pass (or None)."""
-        return self._extras
 
     def task_loss(self, y, y_pred, sample_weight=None):
         """The compiled loss of the task on `y_pred` (used by techniques).
@@ -191,6 +338,10 @@ class Trainer(keras.Model):
         technique's extra prediction (an auxiliary or augmented head) must
         not pollute them, so it is scored by an untracked copy of the
         compiled loss (same losses and loss weights).
+
+        The value is the replica batch's own under a `tf.distribute`
+        strategy (not divided by the replica count as Keras' losses are):
+        a loss term, which `step_loss` scales once.
         """
         compiled = compat.compiled_loss(self)
         if compiled is None:
@@ -198,21 +349,23 @@ class Trainer(keras.Model):
                 "The trainer has no loss: pass `loss=` to `compile()`."
             )
         if not keras.tree.is_nested(y_pred):
-            return compiled(y, y_pred, sample_weight)
-        cached = getattr(self, "_untracked_loss", None)
-        if cached is None or cached[0] != id(compiled):
-            cached = (id(compiled), compat.untracked_loss_copy(compiled))
-            self._untracked_loss = cached
-        return cached[1](y, y_pred, sample_weight)
+            loss = compiled(y, y_pred, sample_weight)
+        else:
+            cached = getattr(self, "_untracked_loss", None)
+            if cached is None or cached[0] != id(compiled):
+                cached = (id(compiled), compat.untracked_loss_copy(compiled))
+                self._untracked_loss = cached
+            loss = cached[1](y, y_pred, sample_weight)
+        return tensorflow_step.unscale_loss(loss)
 
-    def compute_loss(
-        self, x=None, y=None, y_pred=None, sample_weight=None, training=True
-    ):
+    def step_loss(self, ctx):
+        """The training loss of the step of `ctx` (a `StepContext` with
+        `y_pred` and `tensors` set): the compiled task loss, weighted by
+        the techniques' `task_loss_weight`, plus every technique's
+        `loss_terms(ctx)`. Fills `ctx.terms` and the term trackers."""
         task = super().compute_loss(
-            x, y, y_pred, sample_weight, training=training
+            ctx.x, ctx.y, ctx.y_pred, ctx.sample_weight, training=True
         )
-        if not training:
-            return task
         weight = 1.0
         for t in self.techniques:
             weight *= t.task_loss_weight
@@ -220,11 +373,11 @@ class Trainer(keras.Model):
         # below get the same scale so that the gradients sum correctly, and
         # the trackers log unscaled values.
         replicas = tensorflow_step.replicas()
-        self._step_terms = {"task_loss": task}
+        ctx.terms["task_loss"] = task
         self.term_trackers["task_loss"].update_state(rescale(task, replicas))
         total = task if weight == 1.0 else keras.ops.multiply(weight, task)
         for t in self.techniques:
-            terms = t.loss_terms(self, x, y, y_pred, sample_weight)
+            terms = t.loss_terms(ctx)
             for name, value in terms.items():
                 if name not in self.term_trackers:
                     raise ValueError(
@@ -233,7 +386,7 @@ class Trainer(keras.Model):
                         f"({list(t.term_names)})."
                     )
                 value = keras.ops.convert_to_tensor(value)
-                self._step_terms[name] = value
+                ctx.terms[name] = value
                 self.term_trackers[name].update_state(value)
                 total = keras.ops.add(total, rescale(value, 1.0 / replicas))
         return total
@@ -241,12 +394,6 @@ class Trainer(keras.Model):
     # ------------------------------------------------------------------
     # Training step (TensorFlow backend): gradient and post-step hooks
     # ------------------------------------------------------------------
-    @property
-    def step_terms(self):
-        """`{name: scalar}` of the loss terms of the step being traced
-        (the task loss and every technique's terms)."""
-        return dict(getattr(self, "_step_terms", {}))
-
     def train_step(self, data):
         if keras.backend.backend() != "tensorflow":
             raise NotImplementedError(
@@ -260,6 +407,76 @@ class Trainer(keras.Model):
         # compact model's own loss and metrics, nothing else.
         logs = super().test_step(data)
         return {k: v for k, v in logs.items() if k not in self.term_trackers}
+
+    def _with_held_out(self, args, kwargs):
+        """`fit`'s arguments with each technique's held-out data zipped,
+        repeated, with the training data: each training batch then comes
+        with one held-out batch per technique (`StepContext.held_out`)."""
+        sources = []
+        for t in self.techniques:
+            data = t.held_out_data(self)
+            if data is not None:
+                sources.append((t.name, data))
+        self._held_out_names = tuple(name for name, _ in sources)
+        if not sources:
+            return args, kwargs
+        import inspect
+
+        import tensorflow as tf
+
+        bound = inspect.signature(keras.Model.fit).bind(None, *args, **kwargs)
+        kw = dict(bound.arguments)
+        kw.pop("self", None)
+        kw.update(kw.pop("kwargs", {}))
+        x = kw.get("x")
+        if not isinstance(x, tf.data.Dataset):
+            x = self._arrays_as_dataset(kw, names=self._held_out_names)
+        held = tuple(data.repeat() for _, data in sources)
+        kw["x"] = tf.data.Dataset.zip((x, held))
+        return (), kw
+
+    @staticmethod
+    def _arrays_as_dataset(kw, names):
+        """A `tf.data.Dataset` for `fit(x, y, ...)` given as arrays (what
+        Keras would batch and shuffle), removing those arguments."""
+        import numpy as np
+        import tensorflow as tf
+
+        x, y = kw.get("x"), kw.get("y")
+        ok = x is not None and all(
+            isinstance(a, (np.ndarray, tf.Tensor))
+            for a in keras.tree.flatten(x)
+        )
+        if not ok:
+            raise TypeError(
+                f"Technique(s) {list(names)} take held-out batches with "
+                "each training batch, so `fit` needs a `tf.data.Dataset` or "
+                "arrays `(x, y)`. Expected `x` to be a tf.data.Dataset or "
+                f"arrays. Received: x of type {type(x).__name__}"
+            )
+        if kw.get("validation_split"):
+            raise ValueError(
+                f"Technique(s) {list(names)} take held-out batches with each "
+                "training batch; pass `validation_data` instead of "
+                "`validation_split`. Received: "
+                f"validation_split={kw['validation_split']}"
+            )
+        parts = [x] + [
+            kw[k] for k in ("y", "sample_weight") if kw.get(k) is not None
+        ]
+        if y is None and len(parts) > 1:
+            raise ValueError(
+                "Expected `y` with `sample_weight`. Received: y=None"
+            )
+        data = tf.data.Dataset.from_tensor_slices(tuple(parts))
+        if kw.get("shuffle", True):
+            n = keras.tree.flatten(x)[0].shape[0]
+            data = data.shuffle(n, reshuffle_each_iteration=True)
+        data = data.batch(kw.get("batch_size") or 32)
+        for k in ("y", "sample_weight", "batch_size"):
+            kw.pop(k, None)
+        kw["shuffle"] = False  # shuffled above, per epoch, when asked
+        return data
 
     def fit(self, *args, **kwargs):
         for t in self.techniques:
@@ -279,6 +496,7 @@ class Trainer(keras.Model):
             optimizer = getattr(self, "optimizer", None)
             if optimizer is not None and not optimizer.built:
                 optimizer.build(self.trainable_weights)
+        args, kwargs = self._with_held_out(args, kwargs)
         extra = [cb for t in self.techniques for cb in t.callbacks(self)]
         if extra:
             # Technique callbacks go first, so that what they add to the
