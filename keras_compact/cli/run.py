@@ -111,37 +111,22 @@ def load_splits(args, augment=True, seed=None):
     size = None
     if args.image_size is not None:
         size = (args.image_size, args.image_size)
-    if data.is_tfds_name(args.dataset):
-        return data.load_tfds(
-            args.dataset,
-            image_size=size,
-            batch_size=args.batch_size,
-            validation_split=args.validation_split,
-            n_per_class=args.n_per_class,
-            augment=augment,
-            seed=seed,
-            data_dir=args.data_dir,
-            download=args.download,
-        )
-    if args.dataset in data.list_datasets():
-        return data.load_dataset(
-            args.dataset,
-            batch_size=args.batch_size,
-            validation_split=args.validation_split,
-            n_per_class=args.n_per_class,
-            augment=augment,
-            seed=seed,
-            data_dir=args.data_dir,
-            download=args.download,
-        )
-    return data.load_image_folder(
-        args.dataset,
-        image_size=size,
+    common = dict(
         batch_size=args.batch_size,
         validation_split=args.validation_split,
         n_per_class=args.n_per_class,
         augment=augment,
         seed=seed,
+    )
+    if data.is_tfds_name(args.dataset):
+        common["image_size"] = size
+    elif args.dataset not in data.list_datasets():
+        return data.load_image_folder(args.dataset, image_size=size, **common)
+    return data.load_dataset(
+        args.dataset,
+        data_dir=args.data_dir,
+        download=args.download,
+        **common,
     )
 
 
