@@ -86,6 +86,10 @@ def test_demo_runs_end_to_end_on_real_data(tmp_path, data_dir, capsys):
     assert (tmp_path / "demo.png").stat().st_size > 1000
     out = capsys.readouterr().out
     assert "vs plain" in out and "distill+aux" in out
+    if summary["tflite"][1]["micro_arena_bytes"] is not None:
+        # tflite-micro installed: the int8 file ran on it, and it says so.
+        assert summary["tflite"][1]["micro"] == "equal"
+        assert "int8 on the microcontroller runtime: equal" in out
 
 
 @pytest.mark.parametrize(
