@@ -73,6 +73,7 @@ def test_distillation_terms_weights_and_frozen_teacher():
 
 
 def test_distillation_value_matches_hand_computation():
+    keras.utils.set_random_seed(0)
     teacher, student = _cnn(16, "teacher"), _cnn(4, "student")
     kd = Distillation(teacher, temperature=3.0, alpha=0.5)
     trainer = Trainer(student, techniques=[kd])
@@ -88,7 +89,11 @@ def test_distillation_value_matches_hand_computation():
 
     lt, ls = log_softmax(t), log_softmax(s)
     kl = (np.exp(lt) * (lt - ls)).sum(-1).mean() * 9.0
-    assert float(terms["distillation_loss"]) == pytest.approx(0.5 * kl, 1e-4)
+    # The KL of two near-uniform untrained heads is ~3e-4: float32 against
+    # float64 agree to ~1e-3 relative there, not 1e-4.
+    assert float(terms["distillation_loss"]) == pytest.approx(
+        0.5 * kl, rel=1e-3, abs=1e-7
+    )
 
 
 def test_trainer_save_load_round_trip_without_custom_objects(tmp_path):
