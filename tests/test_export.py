@@ -249,3 +249,40 @@ def test_fallback_interpreter_is_announced(reports, data, monkeypatch):
     assert backend == "tf.lite"
     out = run_tflite(path, x[:4], backend="tf.lite")
     np.testing.assert_array_equal(out, expected)
+
+
+def test_export_report_micro_summary_is_one_phrase_for_every_reader():
+    fields = dict(
+        path="m.tflite",
+        quantization="int8",
+        int8_io=False,
+        sparse=False,
+        num_params=10,
+        size_bytes=2048,
+        gzip_bytes=1024,
+        num_samples=4,
+        max_abs_diff=0.0,
+        top1_agreement=1.0,
+        tflite_accuracy=None,
+        keras_accuracy=None,
+        latency_ms_1_thread=0.1,
+        latency_ms_2_threads=0.1,
+        backend="ai_edge_litert",
+        delegates="default",
+    )
+    assert ExportReport(**fields).micro_summary() is None
+    absent = ExportReport(**fields, micro="not run: no tflite-micro")
+    assert absent.micro_summary() == "not run: no tflite-micro"
+    ran = ExportReport(
+        **fields,
+        micro="equal",
+        micro_arena_bytes=3072,
+        micro_max_abs_diff=0.0,
+        micro_samples=100,
+    )
+    phrase = ran.micro_summary()
+    assert phrase == (
+        "equal to LiteRT's reference kernels on 100 inputs (max |diff| 0), "
+        "tensor arena 3.0 KB"
+    )
+    assert str(ran).endswith(f"microcontroller      {phrase}")

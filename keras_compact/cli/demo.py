@@ -204,14 +204,10 @@ def run_demo(args):
     print(export.format_reports(reports))
     for r in reports:
         if r.micro is not None:
-            detail = r.micro
-            if r.micro_arena_bytes is not None:
-                detail += (
-                    f" to LiteRT's reference kernels on {r.micro_samples} "
-                    f"images (max |diff| {r.micro_max_abs_diff:.3g}), tensor "
-                    f"arena {r.micro_arena_bytes / 1024:.1f} KB"
-                )
-            print(f"{r.quantization} on the microcontroller runtime: {detail}")
+            print(
+                f"{r.quantization} on the microcontroller runtime: "
+                f"{r.micro_summary()}"
+            )
     report.plot_accuracy_vs_time(
         [teacher_row, *rows],
         out / "demo.png",

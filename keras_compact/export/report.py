@@ -116,6 +116,21 @@ class ExportReport:
         with open(path) as f:
             return cls.from_dict(json.load(f))
 
+    def micro_summary(self):
+        """The microcontroller check in one phrase (None when not run):
+        its outcome, then the inputs, the largest difference to LiteRT's
+        reference kernels and the tensor arena when it ran."""
+        if self.micro is None:
+            return None
+        if self.micro_arena_bytes is None:
+            return self.micro
+        return (
+            f"{self.micro} to LiteRT's reference kernels on "
+            f"{self.micro_samples} inputs (max |diff| "
+            f"{self.micro_max_abs_diff:.3g}), tensor arena "
+            f"{_size(self.micro_arena_bytes)}"
+        )
+
     def __str__(self):
         acc = "n/a"
         if self.tflite_accuracy is not None:
@@ -147,14 +162,7 @@ class ExportReport:
         if self.ops:
             rows.append(("ops", ", ".join(sorted(set(self.ops)))))
         if self.micro is not None:
-            micro = self.micro
-            if self.micro_arena_bytes is not None:
-                micro += (
-                    f" on {self.micro_samples} inputs, max |diff| "
-                    f"{self.micro_max_abs_diff:.3g}, arena "
-                    f"{_size(self.micro_arena_bytes)}"
-                )
-            rows.append(("microcontroller", micro))
+            rows.append(("microcontroller", self.micro_summary()))
         width = max(len(k) for k, _ in rows)
         lines = ["ExportReport"] + [f"  {k:<{width}}  {v}" for k, v in rows]
         return "\n".join(lines)

@@ -47,6 +47,39 @@ def as_functional(model):
     return model
 
 
+# The techniques that train a model without walking its call graph: what
+# a subclassed model can use.
+GRAPHLESS_TECHNIQUES = ("Distillation", "SparseTraining")
+
+
+def require_call_graph(model, technique, purpose):
+    """Raises a TypeError naming `technique` and the alternatives when
+    `model` has no call graph (a subclassed model).
+
+    Args:
+        model: the user's compact model.
+        technique: the name of the technique that needs the graph.
+        purpose: what the graph is needed for, completing "`technique`
+            needs the compact model's call graph to ...".
+
+    Returns:
+        `as_functional(model)`: the model's call graph as a functional
+        model (the model itself unless it is Sequential).
+    """
+    if not isinstance(model, keras.Sequential) and not is_functional(model):
+        others = " and ".join(t for t in GRAPHLESS_TECHNIQUES if t != technique)
+        raise TypeError(
+            f"{technique} needs the compact model's call graph to {purpose}, "
+            "so the model must be functional or Sequential; a subclassed "
+            "model has no graph to walk. Rebuild it with the functional API "
+            "(`keras.Model(inputs, outputs)`) or `keras.Sequential`, or use "
+            f"{others}, which train subclassed models. Received: "
+            f"model={getattr(model, 'name', model)!r} of type "
+            f"{type(model).__name__}"
+        )
+    return as_functional(model)
+
+
 def check_layer_names(argument, names, known, what):
     """Raises a ValueError naming `argument` and the names in `names` that
     are not in `known` (described as `what`, e.g. "layers of model 'm'")."""

@@ -114,7 +114,9 @@ class Distillation(Technique):
     def loss_terms(self, ctx):
         trainer, y_pred = ctx.trainer, ctx.y_pred
         t_pred = self.teacher(ctx.x, training=False)
-        t_pred = keras.tree.flatten(keras.ops.stop_gradient(t_pred))
+        t_pred = [
+            keras.ops.stop_gradient(t) for t in keras.tree.flatten(t_pred)
+        ]
         y_pred = keras.tree.flatten(y_pred)
         t_pred = outputs.to_logits(
             t_pred, self._probabilities(self.teacher, len(t_pred))
