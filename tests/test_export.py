@@ -286,3 +286,27 @@ def test_export_report_micro_summary_is_one_phrase_for_every_reader():
         "tensor arena 3.0 KB"
     )
     assert str(ran).endswith(f"microcontroller      {phrase}")
+
+
+@pytest.mark.parametrize(
+    "steps, want",
+    [(0, "equal"), (1, "1 step apart on 3 of 400 outputs"), (2, "different")],
+)
+def test_micro_verdict_names_one_step_roundings(monkeypatch, steps, want):
+    from keras_compact.export import verify
+    from keras_compact.quantization import micro
+
+    result = {
+        "arena_bytes": 1024,
+        "max_abs_diff": 0.01 * steps,
+        "equal": steps == 0,
+        "num_samples": 100,
+        "max_steps_apart": steps,
+        "outputs_apart": 0 if steps == 0 else 3,
+        "outputs": 400,
+    }
+    monkeypatch.setattr(micro, "available", lambda: True)
+    monkeypatch.setattr(micro, "check_micro", lambda path, x: result)
+    fields = verify._micro_check("m.tflite", None, "auto")
+    assert fields["micro"] == want
+    assert fields["micro_samples"] == 100

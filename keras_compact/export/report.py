@@ -47,8 +47,10 @@ class ExportReport:
         ops: the file's op names, in execution order.
         micro: the microcontroller check of an int8 file: `"equal"` (the
             TensorFlow Lite for Microcontrollers interpreter gives the
-            same integers as LiteRT's reference kernels), `"different"`,
-            or why it did not run; None for other files.
+            same integers as LiteRT's reference kernels), `"1 step apart
+            on K of N outputs"` (a requantization rounded differently:
+            K output values one integer step apart), `"different"`, or why
+            it did not run; None for other files.
         micro_arena_bytes: the tensor arena the micro interpreter used.
         micro_max_abs_diff: largest |micro - LiteRT reference kernels|.
         micro_samples: number of inputs run on the micro interpreter.

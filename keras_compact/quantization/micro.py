@@ -241,7 +241,10 @@ def check_micro(path, x):
         A dict: `"arena_bytes"` (the tensor arena the model used),
         `"max_abs_diff"` (micro vs LiteRT reference kernels, dequantized),
         `"equal"` (whether every output is the same integer: the difference
-        is below half an output step), `"num_samples"`.
+        is below half an output step), `"num_samples"`,
+        `"max_steps_apart"` (the largest difference in output steps),
+        `"outputs_apart"` (how many output values differ) and `"outputs"`
+        (how many were compared).
 
     Raises:
         ImportError: if `tflite-micro` is not installed.
@@ -257,9 +260,16 @@ def check_micro(path, x):
     )
     step = output_step(path)
     equal = diff <= 1e-6 or (step > 0 and diff < 0.5 * step)
+    apart = [
+        np.abs(np.asarray(a) - np.asarray(b)) >= 0.5 * step
+        for a, b in zip(micro_out, litert_out)
+    ]
     return {
         "arena_bytes": arena,
         "max_abs_diff": diff,
         "equal": bool(equal),
         "num_samples": int(len(x)),
+        "max_steps_apart": int(round(diff / step)) if step > 0 else None,
+        "outputs_apart": 0 if equal else int(sum(a.sum() for a in apart)),
+        "outputs": int(sum(a.size for a in apart)),
     }
