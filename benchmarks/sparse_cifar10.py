@@ -632,11 +632,12 @@ def _verdicts(rows, s_max, peer_error, key="test_acc"):
             a = acc(m, s)
             if a is None:
                 continue
-            parts = [f"{m} @ {s:.0%}: {100 * a:.2f}%"]
-            parts.append(
-                f"(mean of seeds) vs static {100 * static:.2f}% "
-                f"({'MET' if a >= static + 0.01 else 'NOT met'}: >= +1.0)"
-            )
+            parts = [f"{m} @ {s:.0%}: {100 * a:.2f}% (mean of seeds)"]
+            if static is not None:  # not run with --methods DSR alone
+                parts.append(
+                    f"vs static {100 * static:.2f}% "
+                    f"({'MET' if a >= static + 0.01 else 'NOT met'}: >= +1.0)"
+                )
             if thin is not None:
                 parts.append(
                     f"vs thin dense {100 * thin:.2f}% "

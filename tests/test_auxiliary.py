@@ -78,7 +78,7 @@ def test_strip_keeps_the_users_model_and_outputs():
         for w, b in zip(model.trainable_weights, before)
     )
     # The training graph's main output (inference mode) equals the model.
-    tapped = aux._private.tap_model(x, training=False)["main"]
+    tapped = aux._private.heads.tap_model(x, training=False)["main"]
     np.testing.assert_allclose(
         stripped.predict(x, verbose=0), np.asarray(tapped), atol=1e-5
     )
@@ -103,8 +103,8 @@ def test_loss_is_main_plus_weighted_aux():
     assert h["loss"][0] == pytest.approx(
         h["task_loss"][0] + h["aux_loss"][0], rel=1e-5
     )
-    taps = aux._private.tap_model(x, training=True)["taps"]
-    aux_pred = aux._aux_predictions(taps, training=True)
+    taps = aux._private.heads.tap_model(x, training=True)["taps"]
+    aux_pred = aux._private.heads.predict(taps, training=True)
     assert h["aux_loss"][0] == pytest.approx(
         0.5 * float(SCCE(y, aux_pred)), rel=1e-4
     )
@@ -122,8 +122,8 @@ def test_aux_loss_alone_trains_the_compact_blocks():
     import tensorflow as tf
 
     with tf.GradientTape() as tape:
-        taps = aux._private.tap_model(x, training=True)["taps"]
-        loss = SCCE(y, aux._aux_predictions(taps, training=True))
+        taps = aux._private.heads.tap_model(x, training=True)["taps"]
+        loss = SCCE(y, aux._private.heads.predict(taps, training=True))
     grads = tape.gradient(loss, variables)
     by_name = {v.path: g for v, g in zip(variables, grads)}
     stem_kernel = model.get_layer("stem").kernel.path
@@ -366,3 +366,53 @@ def test_composes_with_netaug_in_one_trainer():
     assert len(h) > 4  # task, aux, NetAug's term(s), loss, accuracy
     stripped = trainer.strip()
     assert stripped is model and stripped.count_params() == params
+
+
+def test_multi_output_each_booster_predicts_its_own_output():
+    # Dict keys unlike the head layers' names and their insertion order:
+    # booster k follows model.outputs[k], its prediction goes to that key.
+    from keras_compact.graph import outputs
+
+    i = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", name="c1")(i)
+    h = keras.layers.Conv2D(8, 3, strides=2, padding="same", name="c2")(h)
+    g = keras.layers.GlobalAveragePooling2D()(h)
+    model = keras.Model(
+        i,
+        {
+            "zeta": keras.layers.Dense(4, name="a_head")(g),
+            "alpha": keras.layers.Dense(2, name="z_head")(g),
+        },
+    )
+    aux = AuxiliaryModule(taps=["c1", "c2"], lambda_mut=0.5, seed=0)
+    trainer = Trainer(model, [aux])
+    trainer.compile(
+        keras.optimizers.SGD(0.0),
+        loss={"zeta": SCCE, "alpha": SCCE},
+        loss_weights={"zeta": 1.0, "alpha": 0.25},
+    )
+    assert aux.heads == ["z_head", "a_head"]  # model.outputs order
+    assert [b.units for b in aux.boosters] == [2, 4]
+    rng = np.random.default_rng(0)
+    x = rng.random((6, 8, 8, 3), dtype=np.float32)
+    y = {"zeta": rng.integers(0, 4, 6), "alpha": rng.integers(0, 2, 6)}
+    predicted = aux.auxiliary_outputs(x)
+    assert tuple(predicted["zeta"].shape) == (6, 4)
+    assert tuple(predicted["alpha"].shape) == (6, 2)
+    ctx = StepContext(trainer, x, y)
+    ctx.y_pred, ctx.tensors = trainer.training_forward(x)
+    terms = aux.loss_terms(ctx)
+    aux_pred = aux._private.heads.predict(ctx.tensors[aux.name], training=True)
+    # Each auxiliary prediction is scored against its own output's target,
+    # with that output's loss weight.
+    expected = float(SCCE(y["zeta"], aux_pred["zeta"])) + 0.25 * float(
+        SCCE(y["alpha"], aux_pred["alpha"])
+    )
+    assert float(terms["aux_loss"]) == pytest.approx(expected, rel=1e-5)
+    # The mutual term pairs each output with its own auxiliary prediction.
+    kl = outputs.soft_target_kl
+    mutual = sum(
+        float(kl(aux_pred[k], ctx.y_pred[k]) + kl(ctx.y_pred[k], aux_pred[k]))
+        for k in ("zeta", "alpha")
+    )
+    assert float(terms["mutual_loss"]) == pytest.approx(0.5 * mutual, 1e-5)

@@ -201,7 +201,7 @@ def test_heldout_step_leaves_every_moving_statistic_untouched(compiled):
     assert np.abs(moved).min() > 0.05
     assert int(aux.search_steps.numpy()) == 2
     # Control: the same forward outside the step does write them.
-    aux._private.tap_model(3.0 + 5.0 * x[:8], training=True)
+    aux._private.heads.tap_model(3.0 + 5.0 * x[:8], training=True)
     changed = _moving_stats(model)
     assert any(not np.array_equal(changed[p], v) for p, v in before.items())
 

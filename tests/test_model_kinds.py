@@ -5,6 +5,12 @@ import keras
 import numpy as np
 import pytest
 
+from keras_compact import (
+    AuxiliaryModule,
+    NetAug,
+    QuantizationAwareTraining,
+    Reparameterize,
+)
 from keras_compact.graph.walk import require_call_graph
 from keras_compact.training import Distillation, StepContext, Trainer
 
@@ -62,6 +68,22 @@ def test_subclassed_model_is_refused_by_name_with_the_alternatives():
     for part in ("NetAug", "functional", "Distillation", "SparseTraining"):
         assert part in message
     assert "SubclassedNet" in message
+
+
+@pytest.mark.parametrize(
+    "technique",
+    [AuxiliaryModule, NetAug, QuantizationAwareTraining, Reparameterize],
+    ids=lambda t: t.__name__,
+)
+def test_graph_techniques_refuse_a_subclassed_model_naming_alternatives(
+    technique,
+):
+    with pytest.raises(TypeError) as err:
+        Trainer(_subclassed(), techniques=[technique()])
+    message = str(err.value)
+    assert message.startswith(f"{technique.__name__} needs the compact model")
+    for part in ("functional", "Distillation", "SparseTraining"):
+        assert part in message
 
 
 def test_graph_models_pass_and_sequential_is_viewed_as_functional():

@@ -261,13 +261,7 @@ def test_bad_arguments_name_the_argument_and_value(kwargs, match, error):
         NetAug(**kwargs)
 
 
-def test_subclassed_model_and_missing_loss_are_clear_errors():
-    class Sub(keras.Model):
-        def call(self, x):
-            return x
-
-    with pytest.raises(ValueError, match="functional"):
-        Trainer(Sub(), techniques=[NetAug()])
+def test_missing_loss_is_a_clear_error():
     model = residual_model()
     trainer, _ = _attach(model)
     trainer.compile(optimizer="sgd")
@@ -399,3 +393,55 @@ def test_every_sub_model_is_the_largest_model_restricted_to_its_channels(
         for v, s in zip(netaug.trainable_weights, saved):
             v.assign(s)
         np.testing.assert_allclose(np.asarray(wide), sub, atol=1e-4, rtol=0)
+
+
+def _two_output_model():
+    x = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(4, 3, padding="same", name="c1")(x)
+    h = keras.layers.BatchNormalization(name="bn1")(h)
+    h = keras.layers.ReLU(name="r1")(h)
+    h = keras.layers.Conv2D(4, 3, padding="same", name="c2")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    outputs = {
+        "a": keras.layers.Dense(3, name="a")(h),
+        "b": keras.layers.Dense(2, name="b")(h),
+    }
+    return keras.Model(x, outputs)
+
+
+def test_multi_output_augmented_loss_is_the_compiled_loss_on_every_output():
+    model = _two_output_model()
+    trainer, netaug = _attach(model)
+    assert netaug.supernet.num_groups > 0
+    trainer.compile(
+        optimizer="sgd",
+        loss={"a": LOSS, "b": LOSS},
+        loss_weights={"a": 1.0, "b": 0.5},
+    )
+    x = _images(model, batch=4)
+    y = {"a": np.array([0, 1, 2, 0]), "b": np.array([1, 0, 1, 1])}
+    # The tiny path is the model itself, output by output.
+    tiny = netaug.supernet(x, netaug.min_widths(), training=False)
+    assert sorted(tiny) == ["a", "b"]
+    for k, v in model(x, training=False).items():
+        np.testing.assert_allclose(tiny[k], v, atol=1e-5, rtol=0)
+    # The augmented loss scores every output with its loss and weight.
+    wide = netaug.max_widths()
+    y_aug = netaug.supernet(x, wide, training=True)
+    a, b = float(LOSS(y["a"], y_aug["a"])), float(LOSS(y["b"], y_aug["b"]))
+    loss = float(netaug.augmented_loss(trainer, x, y, wide))
+    np.testing.assert_allclose(loss, a + 0.5 * b, rtol=1e-5)
+    assert min(a, b) > 0
+    history = trainer.fit(x, y, epochs=1, batch_size=4, verbose=0)
+    assert np.isfinite(history.history["netaug_loss"][0])
+    assert trainer.strip() is model
+
+
+def test_multi_output_label_smoothing_is_a_clear_error():
+    model = _two_output_model()
+    trainer, _ = _attach(model, label_smoothing=0.1)
+    trainer.compile(optimizer="sgd", loss={"a": LOSS, "b": LOSS})
+    x = _images(model, batch=4)
+    y = {"a": np.zeros(4, "int32"), "b": np.zeros(4, "int32")}
+    with pytest.raises(ValueError, match="single-output.*2 outputs"):
+        trainer.fit(x, y, epochs=1, batch_size=4, verbose=0)

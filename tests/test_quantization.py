@@ -402,3 +402,37 @@ def test_missing_micro_ops_are_listed(tiny, monkeypatch):
     with pytest.raises(micro.MicroUnsupportedOpsError, match="GELU") as e:
         micro.run_micro(tiny["path"], tiny["test"][0][:2])
     assert e.value.ops == ["GELU"]
+
+
+def test_multi_output_model_quantizes_and_exports_every_output(tmp_path):
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 1))
+    h = keras.layers.Conv2D(4, 3, padding="same", activation="relu")(i)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    outputs = {
+        "a": keras.layers.Dense(4, name="a")(h),
+        "b": keras.layers.Dense(2, name="b")(h),
+    }
+    model = keras.Model(i, outputs, name="two_heads")
+    x, y = small_data(32, (8, 8, 1))
+    qat = QuantizationAwareTraining()
+    trainer = kc.Trainer(model, techniques=[qat])
+    trainer.compile(keras.optimizers.Adam(1e-3), {"a": loss(), "b": loss()})
+    trainer.fit(x, {"a": y % 4, "b": y % 2}, batch_size=16, epochs=1, verbose=0)
+    assert int(qat.quant_steps.numpy()) == 2
+    # Every output is fake-quantized on its own trained range.
+    assert {"a", "b"} <= set(qat.plan.keys)
+    for key in ("a", "b"):
+        low, high = qat.ranges[key].numpy()
+        assert low < high
+    ref = qat.quantized_model().predict(x[:8], verbose=0)
+    assert sorted(ref) == ["a", "b"]
+    path = str(tmp_path / "two_heads.tflite")
+    export_tflite(trainer, path, quantization="int8")  # int8 ops checked
+    outs = run_tflite(path, x[:8])
+    assert sorted(o.shape[-1] for o in outs) == [2, 4]
+    for out in outs:
+        key = "a" if out.shape[-1] == 4 else "b"
+        low, high = qat.ranges[key].numpy()
+        step = (high - low) / 255  # one int8 step of that output
+        assert np.max(np.abs(out - ref[key])) <= 1.0001 * step

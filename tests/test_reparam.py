@@ -351,3 +351,40 @@ def test_shared_technique_promises():
     run_technique_test(
         lambda: Reparameterize("dbb", seed=0), sequential, num_examples=16
     )
+
+
+def test_multi_output_model_folds_every_output():
+    keras.utils.set_random_seed(0)
+    i = keras.Input((8, 8, 3))
+    x = keras.layers.Conv2D(4, 3, padding="same", use_bias=False)(i)
+    x = keras.layers.BatchNormalization()(x)
+    x = keras.layers.ReLU()(x)
+    x = keras.layers.Conv2D(6, 3, strides=2, padding="same")(x)
+    x = keras.layers.GlobalAveragePooling2D()(keras.layers.ReLU()(x))
+    outputs = {
+        "a": keras.layers.Dense(3, name="a")(x),
+        "b": keras.layers.Dense(2, name="b")(x),
+    }
+    model = keras.Model(i, outputs, name="two_heads")
+    params = model.count_params()
+    rep = Reparameterize("acnet", seed=0)
+    trainer = Trainer(model, [rep])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    trainer.compile(
+        optimizer=keras.optimizers.SGD(0.05),
+        loss={"a": loss, "b": loss},
+        run_eagerly=True,
+    )
+    x, y = _data((8, 8, 3), n=16)
+    trainer.fit(x, {"a": y, "b": y % 2}, batch_size=8, epochs=1, verbose=0)
+    rep.unfold()
+    train_out = rep.training_model(x, training=False)
+    assert sorted(train_out) == ["a", "b"]
+    folded = trainer.strip()
+    assert folded is model and model.count_params() == params
+    out = folded.predict(x, verbose=0)
+    for key in ("a", "b"):
+        ref = keras.ops.convert_to_numpy(train_out[key])
+        assert np.max(np.abs(ref - out[key])) < TOL
+    # Both convolutions got branches (the dense heads: no acnet form).
+    assert len(_report(rep).applied) == 2

@@ -531,3 +531,78 @@ def test_eager_update_with_he_normal_regrowth():
             before[key].sum()
         )
     assert grown > 0
+
+
+# ----------------------------------------------------------------------
+# Model kinds: subclassed and multi-output models
+# ----------------------------------------------------------------------
+class SmallSubclassed(keras.Model):
+    def __init__(self):
+        super().__init__()
+        self.conv = keras.layers.Conv2D(5, 3, name="conv")
+        self.pool = keras.layers.GlobalAveragePooling2D()
+        self.hidden = keras.layers.Dense(10, activation="relu", name="hidden")
+        self.head = keras.layers.Dense(4, name="head")
+
+    def call(self, x):
+        return self.head(self.hidden(self.pool(self.conv(x))))
+
+
+def test_subclassed_model_trains_and_strips_exactly_sparse():
+    keras.utils.set_random_seed(0)
+    model = SmallSubclassed()
+    x, y = data(32)
+    model(x[:2])
+    trainer = Trainer(model, techniques=[SparseTraining(0.8, seed=0)])
+    trainer.compile(optimizer=keras.optimizers.SGD(0.1), loss=SCE)
+    tech = trainer.techniques[0]
+    assert [k for k, _, _ in tech.sparse_weights] == ["hidden", "head"]
+    before = kernels_of(tech)
+    trainer.fit(x, y, batch_size=8, epochs=1, verbose=0)  # 4 steps
+    assert any((before[k] != v).any() for k, v in kernels_of(tech).items())
+    ref = trainer.predict(x, verbose=0)
+    stripped = trainer.strip()
+    assert stripped is model
+    assert not any("mask" in w.path for w in stripped.weights)
+    for layer in (stripped.hidden, stripped.head):
+        kernel = keras.ops.convert_to_numpy(layer.kernel)
+        assert np.mean(kernel == 0) >= 0.8
+    np.testing.assert_allclose(stripped.predict(x, verbose=0), ref, atol=1e-6)
+
+
+def test_multi_output_model_trains_at_exact_target_sparsity():
+    keras.utils.set_random_seed(0)
+    inp = keras.Input((8, 8, 3))
+    h = keras.layers.Conv2D(8, 3, name="stem")(inp)
+    h = keras.layers.Conv2D(10, 3, name="body")(h)
+    h = keras.layers.GlobalAveragePooling2D()(h)
+    out = {
+        "a": keras.layers.Dense(4, name="a")(h),
+        "b": keras.layers.Dense(2, name="b")(h),
+    }
+    model = keras.Model(inp, out)
+    tech = SparseTraining(0.8, policy=POLICIES["rigl"](), seed=0)
+    trainer = Trainer(model, techniques=[tech])
+    trainer.compile(
+        optimizer=keras.optimizers.SGD(0.1, momentum=0.9),
+        loss={"a": SCE, "b": SCE},
+    )
+    x, y = data(32)
+    before = masks_of(tech)
+    check = StepCheck(tech)
+    trainer.fit(
+        x,
+        {"a": y, "b": y % 2},
+        batch_size=8,
+        epochs=2,
+        verbose=0,
+        callbacks=[check],
+    )
+    assert int(keras.ops.convert_to_numpy(tech.update_count)) >= 2
+    assert any((before[k] != m).any() for k, m in masks_of(tech).items())
+    # 720 + 40 + 20 sparse weights, 20% of each kept: 144 + 8 + 4.
+    assert check.violations == 0
+    assert set(check.totals) == {156}
+    rep = _report(tech)
+    assert [r.item for r in rep.applied] == ["body", "a", "b"]
+    assert rep.totals["sparsity"] == pytest.approx(0.8, abs=1e-12)

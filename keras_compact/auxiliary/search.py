@@ -4,6 +4,7 @@ import warnings
 
 import keras
 
+from keras_compact.auxiliary import selection
 from keras_compact.auxiliary.auxiliary_module import AuxiliaryModule
 from keras_compact.training.trainer import Trainer
 
@@ -163,7 +164,7 @@ def search_connections(
     result.search_log = history.history
     result.search_description = str(module._report())
     result.search_logits = {
-        head: module._logits(b)
+        head: selection.logits(b)
         for head, b in zip(module.heads, module.boosters)
     }
     return result

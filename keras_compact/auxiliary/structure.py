@@ -12,6 +12,8 @@ inputs are a list of tap indices. Pure functions over plain lists:
   every node keeps its own tap, plus at most `k` extra edges whose logits
   are decided (beyond `margin`, see `noise_level`).
 - `format_structure(...)`: a readable, one-line-per-node description.
+- `name_structure(...)`, `resolve_connections(...)`: structures by tap
+  names (the saved format) and back to tap indices.
 """
 
 import math
@@ -194,3 +196,73 @@ def format_structure(head, tap_names, tap_shapes, structure, probs=None):
             f"  node {j:2d} {tap_names[j]:<{width}} {h}x{w}x{c} <- {feed}"
         )
     return "\n".join(lines)
+
+
+def name_structure(tap_names, structure):
+    """One head's structure by tap names: `{node tap: [input taps]}`.
+
+    Args:
+        tap_names: the name of every tap of the head.
+        structure: per node, its input tap indices.
+
+    Returns:
+        A dict mapping each node's tap name to the names of its input taps
+        (the saved format of `AuxiliaryModule(connections=...)`).
+    """
+    return {
+        tap_names[j]: [tap_names[i] for i in srcs]
+        for j, srcs in enumerate(structure)
+    }
+
+
+def resolve_connections(connections, tap_lists):
+    """Every head's structure from the `connections` argument.
+
+    Args:
+        connections: `"all"`, `"search"`, or a named structure: a dict
+            mapping head names to `{node tap: [input taps]}` (a plain
+            `{node tap: [input taps]}` for a single head).
+        tap_lists: a dict mapping each head name to its tap names.
+
+    Returns:
+        A dict mapping each head name to `"search"` or to its structure
+        (per node, its input tap indices); a head the named structure
+        leaves out connects all its taps.
+
+    Raises:
+        ValueError: for an unknown head or tap name, or an invalid
+            structure.
+    """
+    if connections == "all":
+        return {h: chain_structure(len(ns)) for h, ns in tap_lists.items()}
+    if connections == "search":
+        return {h: "search" for h in tap_lists}
+    conn = connections
+    if not all(h in tap_lists for h in conn) and len(tap_lists) == 1:
+        conn = {next(iter(tap_lists)): conn}
+    unknown = sorted(set(conn) - set(tap_lists))
+    if unknown:
+        raise ValueError(
+            f"Unknown head(s) {unknown} in `connections`. Heads: "
+            f"{list(tap_lists)}. Received: connections={connections!r}"
+        )
+    out = {}
+    for head, names in tap_lists.items():
+        spec = conn.get(head)
+        if spec is None:
+            out[head] = chain_structure(len(names))
+            continue
+        bad = sorted(
+            {n for n in spec if n not in names}
+            | {s for v in spec.values() for s in v if s not in names}
+        )
+        if bad:
+            raise ValueError(
+                f"Unknown tap name(s) {bad} in `connections` for head "
+                f"{head!r}. Taps: {names}"
+            )
+        out[head] = validate_structure(
+            [[names.index(s) for s in spec.get(n, [])] for n in names],
+            len(names),
+        )
+    return out

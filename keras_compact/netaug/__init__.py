@@ -8,6 +8,11 @@
   (channel groups, elastic layers sharing the user's weights).
 - `permute_group`, `sort_expand_channels`: exact channel permutations.
 
+The algorithm modules behind `NetAug`: `sampling` (width draws, schedule,
+expected cost), `augmented_loss` (the loss of the augmented pass and the
+gradient guard), `monitoring` (report and stability warning) and
+`callbacks` (the per-epoch callbacks `NetAug` adds to `fit`).
+
 Example:
 
 ```python

@@ -13,6 +13,15 @@ channels had always been in that order.
 A permutation that keeps the tiny channels among themselves leaves the tiny
 model's function unchanged; one that moves extra channels into the tiny
 slice changes the tiny model (that is what sorting by importance is for).
+
+`NetAug(sort_channels=True)` calls `sort_expand_channels` at the start of
+every epoch of the width phase (before `stop_width_at`, as in the released
+code): each expand group's channels are ordered by the sum of |W| of the
+projection conv over its output and spatial axes (over the largest
+augmented model). The moving statistics of a channel that enters the tiny
+slice are those the augmented passes estimated for it (kept only when
+sorting is on), which the tiny passes then refine; add `BNRecalibration`
+for exact statistics.
 """
 
 import numpy as np

@@ -16,7 +16,15 @@ another kernel in between (the classifier) are the *output kernels*.
 `output_guard="scale"` multiplies an output kernel's input by
 `sqrt(tiny_in / active_in)` in the augmented pass (1 at the tiny width, so
 the tiny path is exact); `output_guard="tiny"` keeps the channel groups
-feeding the output kernels at their tiny width.
+feeding the output kernels at their tiny width. Without a guard (the
+released code) the augmented logits grow with the width of the channels
+feeding the classifier (`benchmarks/results/netaug_logits.md`).
+
+BatchNormalization: the tiny pass is the user's model in training mode (it
+updates its own moving statistics); the augmented pass normalises with the
+statistics of its batch and never writes the user's moving mean and
+variance, so no re-estimation is needed before evaluation or export (the
+paper's re-estimation is `keras_compact.netaug.BNRecalibration`).
 
 Softmax outputs: an output produced by a `Softmax` layer, a softmax
 `Activation` or a kernel layer with a softmax activation is also available

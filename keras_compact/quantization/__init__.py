@@ -8,6 +8,9 @@
   trained ranges and builtin int8 ops only (`export_tflite` calls it for a
   trainer holding the technique).
 - `check_int8_ops`: names every op of a file that is not integer.
+- `schedule` (start and BN freezing steps), `callbacks` (fractional
+  start), `report` (`summary()`), `view` (`QuantizationPlan`, the
+  fake-quant graphs): the parts of the technique.
 - `micro`: running int8 files with the TensorFlow Lite for
   Microcontrollers interpreter (`pip install keras_compact[micro]`).
 """

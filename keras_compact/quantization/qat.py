@@ -1,20 +1,18 @@
 """`QuantizationAwareTraining`: int8 fake quantization in the train step."""
 
-import numbers
-
 import keras
 
 from keras_compact.api_export import keras_compact_export
-from keras_compact.quantization import fake_quant
+from keras_compact.graph.walk import require_call_graph
+from keras_compact.quantization import schedule
+from keras_compact.quantization.callbacks import StartAtEpoch
+from keras_compact.quantization.report import qat_report
+from keras_compact.quantization.schedule import NOT_STARTED
 from keras_compact.quantization.view import QuantizationPlan
 from keras_compact.training import arguments as args
 from keras_compact.training import tensorflow_step
-from keras_compact.training.report import TechniqueReport
 from keras_compact.training.technique import Technique
 from keras_compact.training.untracked import Untracked
-
-# `start_step` before the start epoch is reached (a fractional `start`).
-NOT_STARTED = 2**62
 
 
 class QuantizationContext:
@@ -64,42 +62,33 @@ class QuantizationAwareTraining(Technique):
 
     From its start step, the training forward pass runs through a
     fake-quant view of the compact model that reuses the model's own layers
-    and variables, and quantizes exactly where the int8 TFLite file does:
-
-    - weights of `Conv2D`, `DepthwiseConv2D` and `Dense`: symmetric int8
-      per output channel (TFLite's channel axis, `in * multiplier` for
-      depthwise kernels), after folding the following
-      `BatchNormalization` into the kernel and bias
-      (`kernel * gamma / sqrt(var + eps)`), as the converter folds it;
-    - activations: asymmetric int8 per tensor, on ranges tracked by an
-      exponential moving average, at the model input, after each fused
-      conv + BN + ReLU/ReLU6, after `Add` (with its ReLU), `Concatenate`,
-      global pooling and any other requantizing layer; never between a conv
-      and its BN, nor after max/average pooling or reshapes (they keep the
-      scale of their input).
+    and variables, and quantizes exactly where the int8 TFLite file does
+    (see `QuantizationPlan`): int8 weights per output channel with the
+    following BatchNormalization folded in, int8 activations per tensor on
+    moving-average ranges wherever TFLite requantizes.
 
     Gradients are straight-through (`keras.quantizers.
-    fake_quant_with_min_max_vars`, which lowers to TensorFlow's fake-quant
-    ops). Until `freeze_bn_delay` steps after the start the BN is folded
-    with batch statistics and its moving statistics are updated (Jacob et
-    al., 2018); after that the moving statistics are frozen and used, as
-    in the exported file. Before the start step, training is plain float
+    fake_quant_with_min_max_vars`). For `freeze_bn_delay` steps after the
+    start the BN is folded with batch statistics and its moving statistics
+    are updated (Jacob et al., 2018); then they are frozen and used, as in
+    the exported file. Before the start step, training is plain float
     training of the compact model.
 
     `export_tflite(trainer, path, quantization="int8")` converts the
     fake-quant model with the trained ranges (no calibration data): the int8
     file computes what `quantized_model()` computes, with builtin int8 ops
-    only. `trainer.strip()` still returns the user's float model, unchanged.
+    only. `trainer.strip()` returns the user's float model, unchanged.
 
-    Masks of `SparseTraining` are applied to the kernels after every step,
-    before they are fake-quantized, and 0 is exactly representable: zero
-    weights stay zero in the int8 file. `Distillation` composes (its loss
-    sees the fake-quant predictions). It replaces the training graph
-    (`Technique.training_graph`), so no other technique that replaces it
-    (`Reparameterize`) can be combined with it; tensors declared by other
-    techniques (`AuxiliaryModule` taps) are read from the fake-quant graph
-    by layer name, and a tap on a layer the graph folds away (a
-    BatchNormalization) is refused at `Trainer` construction.
+    Models: functional or Sequential (a subclassed model has no graph to
+    quantize: TypeError). Multi-output models work: every output is
+    fake-quantized (its own range) and the int8 file has every output; the
+    fake-quant model keeps the outputs' structure (a dict's keys).
+
+    Composition: `SparseTraining` (zero weights stay zero in the int8
+    file) and `Distillation` (its loss sees the fake-quant predictions)
+    compose; `AuxiliaryModule` taps are read from the fake-quant graph (a
+    tap on a BN it folds away is refused). It replaces the training graph,
+    so it cannot be combined with `Reparameterize`.
 
     Args:
         start: when fake quantization starts: an int >= 0, the optimizer
@@ -115,30 +104,32 @@ class QuantizationAwareTraining(Technique):
         dense_as_conv: whether the int8 file computes a `Dense` layer (on
             2-D inputs) as a 1x1 `CONV_2D` between two `RESHAPE`s instead
             of `FULLY_CONNECTED`: the same numbers, and the micro runtime's
-            `CONV_2D` gives exactly LiteRT's integers, while its
-            `FULLY_CONNECTED` rounded 1 of 1,000 logits one step away
-            (measured on tiny_cnn). Defaults to True.
+            `CONV_2D` matches LiteRT's integers exactly (its
+            `FULLY_CONNECTED` does not always; see the README). Defaults
+            to True.
         **kwargs: `Technique` (layer) arguments such as `name`.
 
     Raises:
-        TypeError: if an argument has the wrong type.
+        TypeError: if an argument has the wrong type, or (at `Trainer`
+            construction) for a subclassed model.
         ValueError: for an out-of-range argument, or (when attached) a model
-            that is not built or has no call graph.
+            that is not built.
 
     Example:
 
     ```python
     model = keras_compact.models.get_model("resnet8")
-    model.compile("adam", keras.losses.SparseCategoricalCrossentropy(
-        from_logits=True), metrics=["accuracy"])
+    loss = keras.losses.SparseCategoricalCrossentropy(from_logits=True)
+    model.compile("adam", loss, metrics=["accuracy"])
     model.fit(train_ds, epochs=20)                 # float training
     qat = keras_compact.QuantizationAwareTraining()
     trainer = keras_compact.Trainer(model, techniques=[qat])
-    trainer.compile(keras.optimizers.Adam(1e-4), model.loss,
-                    metrics=["accuracy"])
+    trainer.compile(keras.optimizers.Adam(1e-4), loss, metrics=["accuracy"])
     trainer.fit(train_ds, epochs=2)                # QAT fine-tuning
     keras_compact.export.export_tflite(trainer, "m.tflite", "int8")
     ```
+
+    Measured: `benchmarks/results/qat_cifar10.md`.
 
     Reference:
         Jacob et al. "Quantization and Training of Neural Networks for
@@ -157,25 +148,7 @@ class QuantizationAwareTraining(Technique):
     ):
         kwargs.setdefault("name", "quantization_aware_training")
         super().__init__(**kwargs)
-        if isinstance(start, bool) or not isinstance(start, numbers.Real):
-            raise TypeError(
-                "Expected `start` to be an int (a step) or a float in "
-                f"(0, 1) (a fraction of the epochs). Received: start={start!r}"
-            )
-        if isinstance(start, numbers.Integral):
-            if start < 0:
-                raise ValueError(
-                    "Expected `start` to be a step >= 0 or a fraction in "
-                    f"(0, 1). Received: start={start!r}"
-                )
-            start = int(start)
-        elif not 0.0 < float(start) < 1.0:
-            raise ValueError(
-                "Expected `start` to be a step >= 0 or a fraction in "
-                f"(0, 1). Received: start={start!r}"
-            )
-        else:
-            start = float(start)
+        start = schedule.check_start(start)
         freeze_bn_delay = args.check_int(
             freeze_bn_delay, "freeze_bn_delay", minimum=0, allow_none=True
         )
@@ -190,9 +163,6 @@ class QuantizationAwareTraining(Technique):
             trainer=None, ranges=None, plan=None, context=None, view=None
         )
 
-    # ------------------------------------------------------------------
-    # Attach: plan the quantization points, create the ranges
-    # ------------------------------------------------------------------
     @property
     def ranges(self):
         """`{name: variable [min, max]}`: the activation ranges."""
@@ -215,6 +185,8 @@ class QuantizationAwareTraining(Technique):
                 "(give it a `keras.Input`). "
                 f"Received: model={model.name!r} (not built)"
             )
+        purpose = "place fake quantization where TFLite quantizes"
+        require_call_graph(model, "QuantizationAwareTraining", purpose)
         plan = QuantizationPlan(model)
         self._holder.trainer = trainer
         self._holder.plan = plan
@@ -229,7 +201,8 @@ class QuantizationAwareTraining(Technique):
             )
         start = self.start if isinstance(self.start, int) else NOT_STARTED
         self.start_step = self._scalar("start_step", start)
-        self.freeze_step = self._scalar("freeze_step", self._freeze_from(start))
+        freeze = schedule.freeze_from(start, self.freeze_bn_delay)
+        self.freeze_step = self._scalar("freeze_step", freeze)
         self.quant_steps = self._scalar("quant_steps", 0)
         self._holder.view = plan.build(self._holder.context)
         self.built = True
@@ -243,20 +216,14 @@ class QuantizationAwareTraining(Technique):
             name=name,
         )
 
-    def _freeze_from(self, start):
-        if self.freeze_bn_delay is None or start >= NOT_STARTED:
-            return NOT_STARTED
-        return start + self.freeze_bn_delay
-
     def set_start_step(self, step):
         """Starts fake quantization at optimizer step `step` (an int)."""
         step = int(step)
         self.start_step.assign(step)
-        self.freeze_step.assign(self._freeze_from(step))
+        self.freeze_step.assign(
+            schedule.freeze_from(step, self.freeze_bn_delay)
+        )
 
-    # ------------------------------------------------------------------
-    # Fit-time hooks
-    # ------------------------------------------------------------------
     def validate(self, trainer):
         if trainer.optimizer is None:
             raise ValueError(
@@ -265,20 +232,11 @@ class QuantizationAwareTraining(Technique):
             )
         strategy = getattr(trainer, "distribute_strategy", None)
         replicas = getattr(strategy, "num_replicas_in_sync", 1)
-        if self.start != 0 and replicas > 1:
-            # The switch from the float graph is a cond over the whole
-            # forward pass, and a cross-replica reduction (synchronized
-            # batch statistics, the activation ranges) cannot run inside it.
-            raise ValueError(
-                "QuantizationAwareTraining under a tf.distribute strategy of "
-                "several replicas starts at step 0 (a delayed start is not "
-                "supported there yet). Received: "
-                f"start={self.start!r}, num_replicas_in_sync={replicas}"
-            )
+        schedule.check_replicas(self.start, replicas)
 
     def callbacks(self, trainer):
         if isinstance(self.start, float):
-            return [_StartAtEpoch(self)]
+            return [StartAtEpoch(self)]
         return []
 
     def active(self, trainer):
@@ -303,9 +261,6 @@ class QuantizationAwareTraining(Technique):
     def strip(self, trainer, model):
         return model
 
-    # ------------------------------------------------------------------
-    # The fake-quant models
-    # ------------------------------------------------------------------
     def _check_attached(self):
         if self._holder.trainer is None:
             raise ValueError(
@@ -344,27 +299,11 @@ class QuantizationAwareTraining(Technique):
         return self.plan.build(self._holder.context, baked=True)
 
     def _report(self):
-        """Where the model is quantized: applied, one row per fused op or
-        quantization point (its kind, layers and trained range `min` /
-        `max`); skipped layers with the reason."""
+        """Where the model is quantized: one applied row per fused op or
+        quantization point (kind, layers, trained range `min` / `max`);
+        skipped layers with the reason."""
         self._check_attached()
-        report = TechniqueReport(type(self).__name__)
-        for entry in self.plan.entries:
-            lo, hi = fake_quant.effective_range(
-                self.ranges[entry["range"]].value
-            )
-            report.add(
-                entry["range"],
-                "applied",
-                f"{entry['kind']}: {' + '.join(entry['layers'])}",
-                kind=entry["kind"],
-                layers=list(entry["layers"]),
-                min=float(keras.ops.convert_to_numpy(lo)),
-                max=float(keras.ops.convert_to_numpy(hi)),
-            )
-        for name, reason in self.plan.skipped:
-            report.add(name, "skipped", reason)
-        return report
+        return qat_report(type(self).__name__, self.plan, self.ranges)
 
     def get_config(self):
         return {
@@ -374,24 +313,3 @@ class QuantizationAwareTraining(Technique):
             "ema_decay": self.ema_decay,
             "dense_as_conv": self.dense_as_conv,
         }
-
-
-class _StartAtEpoch(keras.callbacks.Callback):
-    """Starts fake quantization after a fraction of the epochs of `fit`."""
-
-    def __init__(self, technique):
-        super().__init__()
-        self.technique = technique
-        self.start_epoch = None
-
-    def on_train_begin(self, logs=None):
-        epochs = int(self.params.get("epochs") or 1)
-        self.start_epoch = int(round(self.technique.start * epochs))
-
-    def on_epoch_begin(self, epoch, logs=None):
-        t = self.technique
-        started = int(keras.ops.convert_to_numpy(t.start_step)) < NOT_STARTED
-        if not started and epoch >= self.start_epoch:
-            iterations = self.model.optimizer.iterations
-            step = int(keras.ops.convert_to_numpy(iterations))
-            t.set_start_step(step)

@@ -489,8 +489,13 @@ class QuantizationPlan:
             inputs=[first(inputs[0])] + inputs[1:], layer_fn=layer_fn
         )
         outputs = [mapping[id(t)] for t in self.graph.outputs]
-        if len(outputs) == 1:
+        structure = self.model.output
+        if len(outputs) == 1 and not isinstance(structure, dict):
             outputs = outputs[0]
+        else:
+            # Several outputs keep the model's structure (a dict's keys),
+            # so that losses and metrics given per output still match.
+            outputs = keras.tree.pack_sequence_as(structure, outputs)
         return keras.Model(
             inputs if len(inputs) > 1 else inputs[0],
             outputs,

@@ -5,6 +5,9 @@
 - `ReparamBranches`: the training-time branches of one user layer (built
   by the technique).
 - `folding`: the NumPy algebra of the exact folds.
+- `selection`: which layers get branches (and why others are skipped), and
+  the branch graph; `weights`: writing and restoring the folded weights;
+  `callbacks`: the fold-for-evaluation callback; `report`: `summary()`.
 
 Example:
 

@@ -14,6 +14,26 @@ branch's offset inside the full kernel). When the padding cannot be known
 (a strided 'same' convolution on inputs of unknown size), the branch kernel
 is zero-padded to the full size and applied with the user's own
 convolution, which is exact by construction.
+
+The families in detail:
+
+- RepVGG: a 1x1 branch at the kernel's centre tap (`(k - 1) // 2` along
+  each axis) and the identity branch where the shapes allow it (stride 1,
+  'same' padding, as many outputs as inputs, depthwise multiplier 1).
+- ACNet: 1xk and kx1 branches folded into the centre row and column.
+- ExpandNets: the chain `1x1 -> kxk -> 1x1` per group, no non-linearity and
+  no bias (padding the chain's input then pads the expanded features with
+  zeros, so the fold is exact), computed as the product of its kernels
+  at every step: the function and gradients of the three layers for the
+  cost of one convolution. Dense layers get `m -> h -> h -> n`,
+  `h = r * min(m, n)` (bounded for wide features feeding few classes).
+- DBB: a 1x1 branch, `1x1 -> BN -> kxk` (internal width: the input's, its
+  1x1 initialised to the identity; twice the input's for depthwise-like
+  layers) and `1x1 -> BN -> average pooling` (pooling alone for depthwise
+  layers with multiplier 1, which get no 1x1 branch). As in DBB's released
+  code the inner BN's output is padded with that BN's own zero-input value
+  (`beta - mean * gamma / sqrt(var + eps)`, moving statistics, no
+  gradient), which makes the fold exact at the borders.
 """
 
 import dataclasses

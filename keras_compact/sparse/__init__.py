@@ -1,21 +1,25 @@
 """Sparse training for Keras 3: DSR, SET, RigL and static sparse.
 
-Five roles, one module each (as tensorflow-model-optimization and rigl):
+One role per module (as tensorflow-model-optimization and rigl):
 
-- `registry`: layer -> prunable weights (plus duck typing);
+- `registry` and `selection`: layer -> prunable weights (plus duck
+  typing), and which layers stay dense;
 - `algorithms`: the drop-and-grow step, written once (pure TensorFlow);
 - `policies`: `DSR`, `SET`, `RigL`, `Static` (counts and scores only);
 - `distributions` and `schedules`: budget split and update schedules;
-- `sparse_training` + `monitor`: the `SparseTraining` technique used
-  through `keras_compact.Trainer(...).fit` and its auto-installed callback.
+- `state`: masks and counters; `masks`: masked gradients and kernels and
+  the update of all masks; `stats`: densities, regrowth and the report;
+- `sparse_training`: the thin `SparseTraining` technique used through
+  `keras_compact.Trainer(...).fit`; `callbacks`: its auto-installed
+  `SparsityMonitor` (`monitor` keeps the old import path).
 """
 
+from keras_compact.sparse.callbacks import SparsityMonitor
 from keras_compact.sparse.distributions import (
     erk_densities,
     nonzero_counts,
     uniform_densities,
 )
-from keras_compact.sparse.monitor import SparsityMonitor
 from keras_compact.sparse.plotting import plot_density
 from keras_compact.sparse.policies import DSR, SET, RigL, SparsePolicy, Static
 from keras_compact.sparse.registry import prunable_weights, register_prunable
