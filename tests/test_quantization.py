@@ -363,6 +363,40 @@ def test_composes_with_distillation():
     assert int(qat.quant_steps.numpy()) == 2
 
 
+def test_composes_with_netaug_the_tiny_pass_is_quantized(tmp_path):
+    # NetAug's augmented pass runs its float super-network; the tiny pass
+    # (the training graph) is the fake-quant one, whose int8 file ships.
+    x, y = small_data()
+    model = small_model()
+    qat = QuantizationAwareTraining()
+    netaug = kc.NetAug(seed=0)
+    trainer = kc.Trainer(model, techniques=[netaug, qat])
+    trainer.compile(keras.optimizers.Adam(1e-3), loss())
+    history = trainer.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert np.isfinite(history.history["netaug_loss"][-1])
+    assert int(qat.quant_steps.numpy()) == 2
+    path = str(tmp_path / "netaug_qat.tflite")
+    export_tflite(trainer, path, quantization="int8")
+    _, steps = agreement(path, qat, x)
+    assert steps <= 2.0001
+    assert trainer.strip() is model
+
+
+def test_composes_with_auxiliary_taps_the_fake_quant_graph_keeps():
+    # The pooling layers survive in the fake-quant graph (conv, BN and
+    # activation become one fused layer, as in the int8 file); taps on the
+    # fused layers, as the automatic ones, are refused with a clear error.
+    x, y = small_data()
+    qat = QuantizationAwareTraining()
+    aux = kc.AuxiliaryModule(taps=["pool1", "pool2"], seed=0)
+    trainer = kc.Trainer(small_model(), techniques=[aux, qat])
+    trainer.compile(keras.optimizers.Adam(1e-3), loss())
+    history = trainer.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert np.isfinite(history.history["aux_loss"][-1])
+    assert history.history["aux_loss"][-1] > 0
+    assert int(qat.quant_steps.numpy()) == 2
+
+
 @pytest.mark.parametrize(
     "kwargs,error,match",
     [
