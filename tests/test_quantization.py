@@ -46,13 +46,15 @@ def real_subset(name, n_train, n_test, seed=0):
     )
 
 
-def train_and_export(name, data, path, float_epochs, qat_images, **kw):
+def train_and_export(
+    name, data, path, float_epochs, qat_images, qat_kwargs=None, **kw
+):
     (x, y), _ = data
     keras.utils.set_random_seed(0)
     model = kc.models.get_model(name, **kw)
     model.compile(keras.optimizers.Adam(3e-3), loss())
     model.fit(x, y, batch_size=64, epochs=float_epochs, verbose=0)
-    qat = QuantizationAwareTraining()
+    qat = QuantizationAwareTraining(**(qat_kwargs or {}))
     trainer = kc.Trainer(model, techniques=[qat])
     trainer.compile(keras.optimizers.Adam(3e-4), loss())
     trainer.fit(
@@ -246,7 +248,13 @@ def test_int8_io_file_agrees(tiny, tmp_path):
 def test_resnet8_cifar10_int8_file_equals_fake_quant_model(tmp_path):
     data = real_subset("cifar10", 2048, 500)
     path = str(tmp_path / "resnet8.tflite")
-    _, qat, _ = train_and_export("resnet8", data, path, 2, 512)
+    # BN statistics frozen from the start: the ranges are learned on the
+    # fold the file computes. With batch statistics (the default) this
+    # barely trained model (2 epochs, many near-tied logits) agrees on
+    # 99.2% of the images.
+    _, qat, _ = train_and_export(
+        "resnet8", data, path, 2, 512, qat_kwargs={"freeze_bn_delay": 0}
+    )
     agree, steps = agreement(path, qat, data[1][0])
     print(f"resnet8: agreement {agree:.4f}, max diff {steps:.3f} steps")
     assert agree >= 0.995, agree

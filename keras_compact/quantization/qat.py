@@ -97,8 +97,13 @@ class QuantizationAwareTraining(Technique):
             `fit` call after which it starts (float training first).
             Defaults to 0.
         freeze_bn_delay: steps after the start during which BN statistics
-            are still estimated from batches; None never freezes them.
-            Defaults to 0 (frozen from the start: the fine-tuning case).
+            are still estimated from batches (the fold uses the batch's
+            statistics, the moving ones keep being updated for the
+            exported file); None (the default) never freezes them, 0
+            freezes them from the start. Frozen statistics take away the
+            normalization's scale invariance, and a learning rate tuned
+            for batch statistics can then make training diverge (measured:
+            README).
         ema_decay: decay of the moving average of activation ranges, in
             [0, 1). Defaults to 0.99.
         dense_as_conv: whether the int8 file computes a `Dense` layer (on
@@ -141,7 +146,7 @@ class QuantizationAwareTraining(Technique):
     def __init__(
         self,
         start=0,
-        freeze_bn_delay=0,
+        freeze_bn_delay=None,
         ema_decay=0.99,
         dense_as_conv=True,
         **kwargs,
