@@ -28,8 +28,8 @@ TEACHER = "tiny_cnn"
 TEACHER_KWARGS = {"width_multiplier": 2.0}
 SPARSITY = 0.5
 # The demo's fixed budget: 8 trainings of 3 epochs on 20,000 images. Measured
-# on 2 CPU cores shared with other jobs (load ~7): 405 s inside the command,
-# 7 min 42 s wall with Python start-up; about 4 min 15 s of CPU time.
+# on 2 CPU cores: 332 s inside the command, 5 min 40 s wall with Python
+# start-up (449 s and 7 min 38 s while another training shared them).
 DEFAULT_EPOCHS = 3
 DEFAULT_N_PER_CLASS = 2000
 # `--quick`: a smoke test of every arm (seconds per arm, not a comparison).
