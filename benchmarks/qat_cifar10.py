@@ -10,8 +10,14 @@ batches for every arm of a seed):
    with the float model.
 3. QAT int8: the float model fine-tuned with
    `QuantizationAwareTraining` for `--qat-epochs` epochs at
-   `--qat-lr` (BN statistics frozen from the start), exported with the
-   trained ranges; int8 test accuracy, agreement with the fake-quant model.
+   `--qat-lr` (BN statistics frozen after `--freeze-bn-delay` steps; 0,
+   frozen from the start, is the usual choice for fine-tuning a trained
+   model), exported with the trained ranges; int8 test accuracy,
+   agreement with the fake-quant model.
+
+The float models are saved in `--save-dir` (outside the repository): a
+rerun reuses them instead of training again, and the tfmot peer
+(`qat_tfmot_peer.py`) fine-tunes the very same float weights.
 
 Every int8 file is verified with `verify_tflite`: accuracy on the test
 images, agreement, max |diff|, latency at batch 1 (LiteRT, 1 and 2
@@ -19,12 +25,14 @@ threads), and on the TensorFlow Lite for Microcontrollers interpreter
 (equal to LiteRT's reference kernels or not, tensor arena size).
 
     nice -n 10 python benchmarks/qat_cifar10.py --models resnet8 \
-        mobilenet_v2 wrn28_2 --seeds 0 1
+        mobilenet_v2 wrn16_2 --seeds 0 1 --n-per-class 1000 --epochs 15 \
+        --save-dir ~/.cache/keras_compact/qat_bench
 
 Writes benchmarks/results/<name>.{json,md} (default name qat_cifar10).
 """
 
 import argparse
+import json
 import os
 import pathlib
 import sys
@@ -38,6 +46,7 @@ if "KERAS_COMPACT_DATA_DIR" not in os.environ and _SHARED.is_dir():
     os.environ["KERAS_COMPACT_DATA_DIR"] = str(_SHARED)
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+import keras  # noqa: E402
 import numpy as np  # noqa: E402
 from harness import RunLog, write_results  # noqa: E402
 
@@ -84,8 +93,17 @@ def file_row(report):
     }
 
 
-def run_seed(args, name, seed, out_dir):
+def float_model(args, name, seed):
+    """The float model of `name` and `seed` and its training seconds:
+    trained with the project's recipe, or loaded from `--save-dir` when an
+    earlier run saved it."""
+    path = pathlib.Path(args.save_dir).expanduser() / f"{name}_s{seed}.keras"
+    meta = path.with_suffix(".json")
+    if path.exists() and meta.exists():
+        print(f"reusing {path}", flush=True)
+        return keras.saving.load_model(path), json.loads(meta.read_text())
     kwargs = MODEL_KWARGS.get(name, {})
+    keras.utils.set_random_seed(seed)
     model = models.get_model(name, **kwargs)
     t0 = time.time()
     res = training.train_classifier(
@@ -96,7 +114,16 @@ def run_seed(args, name, seed, out_dir):
         learning_rate=args.lr,
         verbose=0,
     )
-    float_s = time.time() - t0
+    info = {"train_s": time.time() - t0, "test_accuracy": res.test_accuracy}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    model.save(path)
+    meta.write_text(json.dumps(info))
+    return model, info
+
+
+def run_seed(args, name, seed, out_dir):
+    model, info = float_model(args, name, seed)
+    float_s = info["train_s"]
     splits = fresh_splits(args, seed)
     x, y = test_arrays(splits)
     calib = data.representative_images(splits, 200)
@@ -106,7 +133,7 @@ def run_seed(args, name, seed, out_dir):
     float_acc = float(ptq.keras_accuracy)
 
     t0 = time.time()
-    qat = QuantizationAwareTraining()
+    qat = QuantizationAwareTraining(freeze_bn_delay=args.freeze_bn_delay)
     qres = training.train_classifier(
         model,
         fresh_splits(args, seed),
@@ -128,7 +155,7 @@ def run_seed(args, name, seed, out_dir):
             **base,
             "arm": "float",
             "acc": float_acc,
-            "keras_eval_acc": res.test_accuracy,
+            "keras_eval_acc": info["test_accuracy"],
             "train_s": float_s,
         },
         {
@@ -159,7 +186,9 @@ def main():
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--qat-epochs", type=int, default=2)
     p.add_argument("--qat-lr", type=float, default=0.005)
+    p.add_argument("--freeze-bn-delay", type=int, default=0)
     p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--save-dir", default="~/.cache/keras_compact/qat_bench")
     p.add_argument("--latency-runs", type=int, default=50)
     p.add_argument("--name", default="qat_cifar10")
     p.add_argument("--note", default="")
@@ -173,6 +202,7 @@ def main():
             "lr",
             "qat_epochs",
             "qat_lr",
+            "freeze_bn_delay",
             "batch_size",
         )
     }
