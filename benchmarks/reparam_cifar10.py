@@ -245,6 +245,8 @@ def main():
             for arm in arms:
                 if log.done(model=key, seed=seed, arm=arm):
                     continue
+                # The same initial weights for every arm of a seed.
+                keras.utils.set_random_seed(seed)
                 model = make_model(key)
                 params = model.count_params()
                 splits = fresh_splits(args, seed)
