@@ -50,10 +50,14 @@ def _cpu_model():
 
 
 def markdown_table(rows, columns=None):
-    """Formats a list of dicts as a Markdown table (floats to 4 digits)."""
+    """Formats a list of dicts as a Markdown table (floats to 4 digits);
+    the columns default to every key of the rows, in order of appearance."""
     if not rows:
         return "(no rows)\n"
-    columns = columns or list(rows[0])
+    if not columns:
+        columns = []
+        for row in rows:
+            columns += [k for k in row if k not in columns]
 
     def fmt(v):
         if isinstance(v, float):

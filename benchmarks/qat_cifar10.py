@@ -229,10 +229,7 @@ def main():
     ]
     if args.note:
         notes.insert(0, args.note)
-    columns = []
-    for row in rows:
-        columns += [k for k in row if k not in columns]
-    write_results(args.name, rows, budget, notes, columns=columns)
+    write_results(args.name, rows, budget, notes)
 
 
 if __name__ == "__main__":

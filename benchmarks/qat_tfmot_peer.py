@@ -47,6 +47,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras  # noqa: E402
 from harness import RunLog, write_results  # noqa: E402
+from tf_keras_recipe import compile_like_recipe  # noqa: E402
 
 from keras_compact import data  # noqa: E402
 from keras_compact.export import verify_tflite  # noqa: E402
@@ -160,17 +161,8 @@ def quantize(base):
 
 def fine_tune(qmodel, splits, args):
     steps = int(splits.train.cardinality())
-    lr = tf_keras.optimizers.schedules.CosineDecay(
-        args.qat_lr, steps * args.qat_epochs
-    )
-    opt = tf_keras.optimizers.SGD(
-        lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay
-    )
-    opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "moving"])
-    qmodel.compile(
-        optimizer=opt,
-        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
+    compile_like_recipe(
+        qmodel, args.qat_lr, steps * args.qat_epochs, args.weight_decay
     )
     start = time.perf_counter()
     qmodel.fit(
@@ -306,10 +298,7 @@ def main():
         "difference between the tf_keras rebuild and the saved Keras 3 "
         "float model on 256 test images.",
     ]
-    columns = []
-    for row in log.rows:
-        columns += [k for k in row if k not in columns]
-    write_results(args.name, log.rows, budget, notes, columns=columns)
+    write_results(args.name, log.rows, budget, notes)
 
 
 if __name__ == "__main__":

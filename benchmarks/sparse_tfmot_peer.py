@@ -29,6 +29,7 @@ import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras  # noqa: E402
+from tf_keras_recipe import compile_like_recipe  # noqa: E402
 
 from keras_compact.data import load_dataset  # noqa: E402
 
@@ -113,16 +114,7 @@ def run(sparsity, args, splits):
         return layer
 
     model = tf_keras.models.clone_model(base, clone_function=wrap)
-    lr = tf_keras.optimizers.schedules.CosineDecay(args.lr, total)
-    opt = tf_keras.optimizers.SGD(
-        lr, momentum=0.9, nesterov=True, weight_decay=args.weight_decay
-    )
-    opt.exclude_from_weight_decay(var_names=["bias", "gamma", "beta", "moving"])
-    model.compile(
-        optimizer=opt,
-        loss=tf_keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-        metrics=["accuracy"],
-    )
+    compile_like_recipe(model, args.lr, total, args.weight_decay)
     start = time.perf_counter()
     model.fit(
         splits.train,
