@@ -388,3 +388,32 @@ def test_multi_output_model_folds_every_output():
         assert np.max(np.abs(ref - out[key])) < TOL
     # Both convolutions got branches (the dense heads: no acnet form).
     assert len(_report(rep).applied) == 2
+
+
+@pytest.mark.parametrize("interruption", [RuntimeError, KeyboardInterrupt])
+def test_interrupted_fit_leaves_the_users_model_folded(interruption):
+    # A fit that raises mid-epoch (or is interrupted) must not leave the
+    # user's layers holding the main branch alone: the model object the
+    # user ships computes the trained function.
+    keras.utils.set_random_seed(0)
+    i = keras.Input((16, 16, 4))
+    model = keras.Model(i, keras.layers.Dense(3)(_stack(i, "")), name="stop")
+    rep = Reparameterize("repvgg", seed=1)
+    trainer = _compile(Trainer(model, [rep]))
+    x, y = _data((16, 16, 4))
+
+    class Stop(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            if batch == 1:
+                raise interruption("stop")
+
+    with pytest.raises(interruption):
+        trainer.fit(x, y, epochs=1, batch_size=4, callbacks=[Stop()])
+    assert rep.is_folded
+    folded = model.predict(x, verbose=0)
+    rep.unfold()
+    trained = keras.ops.convert_to_numpy(rep.training_model(x, training=False))
+    # The branches changed the function (the check is not vacuous), and
+    # the user's folded layers compute it.
+    assert np.max(np.abs(model.predict(x, verbose=0) - trained)) > 1e-3
+    np.testing.assert_allclose(folded, trained, atol=TOL)

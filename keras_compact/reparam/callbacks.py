@@ -4,8 +4,9 @@ import keras
 
 
 class FoldForEvaluation(keras.callbacks.Callback):
-    """Folds the branches for every validation pass of `fit` and at its
-    end, so that what is evaluated is the model that ships.
+    """Folds the branches for every validation pass of `fit`, so that what
+    is evaluated is the model that ships (`Reparameterize.after_fit` folds
+    them when `fit` ends, also when it raises).
 
     Args:
         technique: the `Reparameterize` technique (its `fold()` and
@@ -30,4 +31,3 @@ class FoldForEvaluation(keras.callbacks.Callback):
 
     def on_train_end(self, logs=None):
         self._in_fit = False
-        self.technique.fold()

@@ -196,6 +196,11 @@ class Reparameterize(Technique):
     def callbacks(self, trainer):
         return [FoldForEvaluation(self)]
 
+    def after_fit(self, trainer):
+        # Also after an exception or an interruption: the user's layers
+        # then hold the function that ships, not the main branch alone.
+        self.fold()
+
     def training_graph(self, trainer, model):
         # The branch view: each selected layer replaced by its branches.
         return self._private.view

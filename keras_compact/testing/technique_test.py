@@ -302,6 +302,11 @@ def run_technique_test(
         pass
     else:
         raise AssertionError("a NaN input did not stop training")
+    # `after_fit` ran when fit raised (it may put the model in its
+    # deployable state, e.g. folded branches); `validate` returns it to the
+    # state that the next fit trains from, which is what must be unchanged.
+    for t in trainer.techniques:
+        t.validate(trainer)
     after = _state(trainer)
     changed = [
         k

@@ -51,6 +51,9 @@ class Technique(keras.layers.Layer):
     - `callbacks(trainer)`: callbacks the technique needs for coarse events
       (epoch ends, phase switches); `Trainer.fit` adds them itself, so a
       user can never forget one.
+    - `after_fit(trainer)`: at the end of every `fit`, also when it raises
+      or is interrupted (`KeyboardInterrupt`): leave the compact model in
+      its deployable state (e.g. folded re-parameterisation branches).
     - `strip(trainer, model)`: return the deployable model; must not change
       inference outputs.
 
@@ -117,6 +120,9 @@ class Technique(keras.layers.Layer):
         return grads
 
     def after_step(self, ctx):
+        pass
+
+    def after_fit(self, trainer):
         pass
 
     def strip(self, trainer, model):

@@ -514,6 +514,9 @@ class Trainer(keras.Model):
         except Exception as error:  # a failed finiteness check, or not
             _raise_non_finite(error)
             raise
+        finally:
+            for t in self.techniques:
+                t.after_fit(self)
 
     # ------------------------------------------------------------------
     # Deployment and serialization
