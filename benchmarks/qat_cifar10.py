@@ -106,6 +106,9 @@ def float_model(args, name, seed):
     keras.utils.set_random_seed(seed)
     model = models.get_model(name, **kwargs)
     t0 = time.time()
+    # Checkpointed every epoch: an interrupted run resumes where it stopped
+    # (its seconds then count this call only).
+    backup = path.with_name(f"{name}_s{seed}_backup")
     res = training.train_classifier(
         model,
         fresh_splits(args, seed),
@@ -113,6 +116,7 @@ def float_model(args, name, seed):
         seed=seed,
         learning_rate=args.lr,
         verbose=0,
+        callbacks=[keras.callbacks.BackupAndRestore(str(backup))],
     )
     info = {"train_s": time.time() - t0, "test_accuracy": res.test_accuracy}
     path.parent.mkdir(parents=True, exist_ok=True)
