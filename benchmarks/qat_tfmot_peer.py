@@ -47,6 +47,7 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras  # noqa: E402
 from harness import RunLog, write_results  # noqa: E402
+from qat_cifar10 import file_row, fresh_splits, test_arrays  # noqa: E402
 from tf_keras_recipe import compile_like_recipe  # noqa: E402
 
 from keras_compact import data  # noqa: E402
@@ -57,7 +58,6 @@ from keras_compact.quantization.convert import (  # noqa: E402
     check_int8_ops,
     op_names,
 )
-from keras_compact.quantization.micro import output_step  # noqa: E402
 
 _DROP = ("_initializer", "_regularizer", "_constraint")
 
@@ -196,18 +196,10 @@ def run_seed(args, name, seed, out_dir):
             "the same --save-dir first."
         )
     float_model = keras.saving.load_model(saved)
-    splits = data.load_dataset(
-        "cifar10",
-        batch_size=args.batch_size,
-        n_per_class=args.n_per_class,
-        seed=seed,
-        test_n_per_class=args.test_n_per_class,
-    )
+    splits = fresh_splits(args, seed)
     tf_keras.utils.set_random_seed(seed)
     base = to_tf_keras(float_model)
-    x, y = data.as_numpy(splits.test)
-    x = x.astype("float32")
-    y = np.asarray(y).reshape(-1)
+    x, y = test_arrays(splits)
     # The rebuilt float model computes what the saved one does.
     diff = float(
         np.max(np.abs(base.predict(x[:256], verbose=0) - float_model(x[:256])))
@@ -222,7 +214,6 @@ def run_seed(args, name, seed, out_dir):
         path, float_model, x, y, latency_runs=args.latency_runs
     )
     fq = qmodel.predict(x, verbose=0, batch_size=256)
-    step = output_step(path)
     try:
         check_int8_ops(path)
         not_int8 = []
@@ -236,16 +227,7 @@ def run_seed(args, name, seed, out_dir):
         "fake_quant_acc": float(np.mean(np.argmax(fq, -1) == y)),
         "rebuild_max_diff": diff,
         "train_s": seconds,
-        "size_kb": report.size_bytes / 1024,
-        "latency_ms_1t": report.latency_ms_1_thread,
-        "latency_ms_2t": report.latency_ms_2_threads,
-        "micro": report.micro,
-        "arena_kb": (
-            None
-            if report.micro_arena_bytes is None
-            else report.micro_arena_bytes / 1024
-        ),
-        "output_step": step,
+        **file_row(report),
         "ops": len(op_names(path)),
         "not_int8_ops": "; ".join(not_int8) or "none",
     }
