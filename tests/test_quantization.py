@@ -236,6 +236,34 @@ def test_only_builtin_int8_ops_and_float_ops_are_named(tiny, tmp_path):
     assert any("FULLY_CONNECTED" in op for op in info.value.ops)
 
 
+def test_baked_biases_are_the_files_int32_biases(tiny):
+    """The fake-quant model in inference adds the bias the file stores:
+    each baked bias is an integer number of its int32 steps
+    (`s_in * s_w` per channel), and that integer is the file's."""
+    from keras_compact.export.interpreter import load_interpreter
+
+    interpreter, _ = load_interpreter(tiny["path"], use_default_delegates=False)
+    stored = []
+    for d in interpreter.get_tensor_details():
+        scales = d["quantization_parameters"]["scales"]
+        if d["dtype"] == np.int32 and len(scales):
+            try:
+                q = interpreter.get_tensor(d["index"])
+            except ValueError:
+                continue
+            stored.append((q.astype(np.float64), scales.astype(np.float64)))
+    baked = [
+        np.asarray(layer.bias_value, np.float64)
+        for layer in tiny["qat"].export_model().layers
+        if getattr(layer, "bias_value", None) is not None
+    ]
+    assert baked and len(stored) >= len(baked)
+    for bias in baked:
+        same = [(q, s) for q, s in stored if q.shape == bias.shape]
+        errors = [np.max(np.abs(bias / s - q)) for q, s in same]
+        assert min(errors) < 1e-2, (bias.shape, min(errors))
+
+
 def test_int8_io_file_agrees(tiny, tmp_path):
     path = str(tmp_path / "io.tflite")
     export_tflite(tiny["trainer"], path, quantization="int8", int8_io=True)

@@ -132,9 +132,12 @@ class FusedLayer(keras.layers.Layer):
     as the converter folds it. Returns the pre-activation output.
     """
 
-    def __init__(self, context, kind, layer, bn, **kwargs):
+    def __init__(self, context, kind, layer, bn, input_key=None, **kwargs):
         super().__init__(**kwargs)
         self.kind = kind
+        # The range of the tensor this layer reads (None: unknown), whose
+        # scale sets the int32 grid of the bias.
+        self.input_key = input_key
         self.refs = Untracked(context=context, layer=layer, bn=bn)
 
     def _kernel_bias(self):
@@ -145,21 +148,33 @@ class FusedLayer(keras.layers.Layer):
         bias = layer.bias if getattr(layer, "use_bias", False) else None
         return kernel, bias
 
-    def folded(self):
-        """`(quantized folded kernel, folded bias)`, moving statistics."""
+    def folded(self, round_bias=True):
+        """`(quantized folded kernel, folded bias)`, moving statistics.
+
+        With `round_bias` the bias lies on the int32 grid the file stores
+        it on, as in inference and export; training leaves it exact (the
+        rounding moves it by under half an accumulator step, and keeping it
+        out of the gradient path keeps training continuous in the ranges).
+        """
         kernel, bias = self._kernel_bias()
         bn = self.refs.bn
         if self.kind == "bn":
-            scale, shift = fake_quant.batch_norm_scale(bn)
-            return fake_quant.quantize_weights(scale, "bn"), shift
-        if bn is not None:
+            kernel, bias = fake_quant.batch_norm_scale(bn)
+        elif bn is not None:
             kernel, bias = fake_quant.fold_batch_norm(
                 kernel, bias, bn, self.kind
             )
+        if round_bias and bias is not None and self.input_key is not None:
+            value_range = self.refs.context.range_variable(self.input_key)
+            bias = fake_quant.quantize_bias(
+                bias,
+                fake_quant.activation_scale(value_range),
+                fake_quant.weight_scales(kernel, self.kind),
+            )
         return fake_quant.quantize_weights(kernel, self.kind), bias
 
-    def _frozen_call(self, x):
-        kernel, bias = self.folded()
+    def _frozen_call(self, x, round_bias=True):
+        kernel, bias = self.folded(round_bias)
         y = _compute(self.kind, x, kernel, self.refs)
         return y if bias is None else keras.ops.add(y, bias)
 
@@ -218,10 +233,10 @@ class FusedLayer(keras.layers.Layer):
                 statistics = self._batch_statistics(x)
             return keras.ops.cond(
                 frozen,
-                lambda: self._frozen_call(x),
+                lambda: self._frozen_call(x, round_bias=False),
                 lambda: self._batch_call(x, statistics),
             )
-        return self._frozen_call(x)
+        return self._frozen_call(x, round_bias=not training)
 
     def baked(self):
         """A constant copy: the current folded, quantized kernel and bias."""
@@ -438,6 +453,26 @@ class QuantizationPlan:
                 continue
             self._requant(node, new_key, act, tail)
 
+    def input_key(self, node):
+        """The range key of the tensor a node reads: that of the
+        quantization point that produced it, through fused tails and
+        pass-through ops; None when it is not quantized."""
+        tensor = node.inputs[0]
+        while True:
+            if any(tensor is t for t in self.graph.inputs[:1]):
+                return "input"
+            try:
+                producer = self.graph.producer(tensor)
+            except ValueError:
+                return None
+            action = self.actions.get(id(producer))
+            if action is not None and action[0] != "identity":
+                return action[-1]
+            passthrough = isinstance(producer.operation, PASSTHROUGH)
+            if (action is None and not passthrough) or not producer.inputs:
+                return None
+            tensor = producer.inputs[0]
+
     def _requant(self, node, new_key, act, tail=None):
         tail = tail or node
         key = new_key(tail.name)
@@ -471,7 +506,14 @@ class QuantizationPlan:
                 return _identity
             if action[0] == "fused":
                 _, kind, op, bn, act, key = action
-                fused = FusedLayer(context, kind, op, bn, name=f"fused_{key}")
+                fused = FusedLayer(
+                    context,
+                    kind,
+                    op,
+                    bn,
+                    input_key=self.input_key(node),
+                    name=f"fused_{key}",
+                )
                 fused = fused.baked() if baked else fused
                 q = quantizer(key, act)
                 return lambda x, *a, **k: q(fused(x))
