@@ -1,0 +1,169 @@
+"""Does the int8 file compute what the fake-quant model computes? Every zoo
+model, real images, with the bias rounding and without it.
+
+For each zoo model: a short float training on real images (CIFAR-10;
+Fashion-MNIST for `tiny_cnn`), then a short QAT fine-tune (BN frozen from
+the start), then the int8 file against the fake-quant model in inference
+mode on `--test-images` real test images: top-1 agreement, max |diff| in
+quantization steps of the file's output, the share of logits more than one
+step apart, and the microcontroller runtime against LiteRT.
+
+The same trained model is then exported a second time with the bias left
+exact (`fake_quant.quantize_bias` replaced by the identity, for the file
+and for its fake-quant reference): the measured effect of storing, in the
+fake-quant model, the bias the file stores (rounded to its int32 grid).
+
+The accuracy of these short trainings is not the point (see
+`qat_cifar10.py`); fidelity needs trained ranges, not converged models.
+
+    nice -n 10 python benchmarks/qat_fidelity.py --name qat_fidelity
+
+Writes benchmarks/results/<name>.{json,md} (default qat_fidelity).
+"""
+
+import argparse
+import os
+import pathlib
+import sys
+import tempfile
+import time
+from unittest import mock
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_ROOT = pathlib.Path(__file__).resolve().parents[1]
+_SHARED = _ROOT.parent / "shared" / "datasets"
+if "KERAS_COMPACT_DATA_DIR" not in os.environ and _SHARED.is_dir():
+    os.environ["KERAS_COMPACT_DATA_DIR"] = str(_SHARED)
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+import keras  # noqa: E402
+import numpy as np  # noqa: E402
+from harness import RunLog, write_results  # noqa: E402
+
+from keras_compact import data, models, training  # noqa: E402
+from keras_compact.export import export_tflite, run_tflite  # noqa: E402
+from keras_compact.quantization import (  # noqa: E402
+    QuantizationAwareTraining,
+    fake_quant,
+    micro,
+)
+from keras_compact.quantization.micro import output_step  # noqa: E402
+
+
+def dataset_of(name):
+    return "fashion_mnist" if name == "tiny_cnn" else "cifar10"
+
+
+def fidelity(path, reference, x):
+    """File vs reference model on `x`: agreement, max and share of logits
+    more than one output step apart."""
+    ref = reference.predict(x, batch_size=100, verbose=0)
+    out = run_tflite(path, x)
+    steps = np.abs(out - ref) / output_step(path)
+    return {
+        "agreement": float(np.mean(out.argmax(-1) == ref.argmax(-1))),
+        "max_steps": float(steps.max()),
+        "over_1_step": float(np.mean(steps > 1.0001)),
+    }
+
+
+def run_model(args, name, out_dir):
+    splits = data.load_dataset(
+        dataset_of(name),
+        batch_size=args.batch_size,
+        n_per_class=args.n_per_class,
+        seed=args.seed,
+        test_n_per_class=args.test_images // 10,
+    )
+    x, _ = data.as_numpy(splits.test)
+    x = x.astype("float32")
+    keras.utils.set_random_seed(args.seed)
+    model = models.get_model(name)
+    t0 = time.time()
+    training.train_classifier(
+        model, splits, args.epochs, seed=args.seed, verbose=0
+    )
+    qat = QuantizationAwareTraining(freeze_bn_delay=0)
+    res = training.train_classifier(
+        model,
+        splits,
+        args.qat_epochs,
+        techniques=[qat],
+        seed=args.seed,
+        learning_rate=args.qat_lr,
+        verbose=0,
+    )
+    row = {
+        "model": name,
+        "params": model.count_params(),
+        "float_after_qat_acc": res.test_accuracy,
+        "train_s": time.time() - t0,
+    }
+    path = os.path.join(out_dir, f"{name}.tflite")
+    export_tflite(res.trainer, path, "int8")
+    row.update(fidelity(path, qat.quantized_model(), x))
+    if micro.available():
+        check = micro.check_micro(path, x[:100])
+        row["micro_equal"] = bool(check["equal"])
+    # The same weights and ranges, the bias left exact in the file's
+    # reference and in what the converter is given.
+    exact = os.path.join(out_dir, f"{name}_exact_bias.tflite")
+    with mock.patch.object(fake_quant, "quantize_bias", lambda b, *_: b):
+        export_tflite(res.trainer, exact, "int8")
+        reference = qat.plan.build(qat._holder.context)  # a fresh trace
+        before = fidelity(exact, reference, x)
+    row.update({f"exact_bias_{k}": v for k, v in before.items()})
+    return row
+
+
+def main():
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument(
+        "--models", nargs="+", default=[m["name"] for m in models.list_models()]
+    )
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--n-per-class", type=int, default=300)
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--qat-epochs", type=int, default=1)
+    p.add_argument("--qat-lr", type=float, default=0.002)
+    p.add_argument("--test-images", type=int, default=500)
+    p.add_argument("--batch-size", type=int, default=128)
+    p.add_argument("--name", default="qat_fidelity")
+    args = p.parse_args()
+    budget = {
+        k: getattr(args, k)
+        for k in (
+            "seed",
+            "n_per_class",
+            "epochs",
+            "qat_epochs",
+            "qat_lr",
+            "test_images",
+            "batch_size",
+        )
+    }
+    log = RunLog(args.name, budget)
+    with tempfile.TemporaryDirectory(prefix="qat_fidelity_") as out_dir:
+        for name in args.models:
+            if log.done(model=name) is None:
+                log.add(run_model(args, name, out_dir))
+    rows = [r for r in log.rows if r["model"] in args.models]
+    goal = [
+        f"{r['model']}: agreement {100 * r['agreement']:.1f}% (goal >= "
+        f"99.5%), max {r['max_steps']:.2f} steps (goal <= 2): "
+        f"{'met' if r['agreement'] >= 0.995 and r['max_steps'] <= 2.0001 else 'NOT met'}"  # noqa: E501
+        for r in rows
+    ]
+    notes = [
+        "File = the int8 .tflite (LiteRT); reference = the fake-quant model "
+        "in inference mode; max_steps and over_1_step in quantization steps "
+        "of the file's output; exact_bias_*: the same trained model exported "
+        "with the bias left exact in the fake-quant model (the behaviour "
+        "before the bias rounding).",
+        *goal,
+    ]
+    write_results(args.name, rows, budget, notes)
+
+
+if __name__ == "__main__":
+    main()
