@@ -21,26 +21,13 @@ Usage (CPU: about 30 minutes on 2 cores shared with another job):
 import argparse
 import json
 import os
-import sys
 import time
 
 os.environ.setdefault("KERAS_BACKEND", "tensorflow")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-# The development machines keep the real datasets in ../shared/datasets.
-_SHARED = os.path.join(
-    os.path.dirname(os.path.abspath(__file__)),
-    "..",
-    "..",
-    "shared",
-    "datasets",
-)
-if "KERAS_COMPACT_DATA_DIR" not in os.environ and os.path.isdir(_SHARED):
-    os.environ["KERAS_COMPACT_DATA_DIR"] = os.path.abspath(_SHARED)
 
+import harness  # noqa: E402, F401  (first: it sets the environment)
 import keras  # noqa: E402
 import numpy as np  # noqa: E402
-
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from harness import RunLog, write_results  # noqa: E402
 
 from keras_compact.auxiliary import (  # noqa: E402

@@ -10,6 +10,14 @@ import platform
 import sys
 
 RESULTS = pathlib.Path(__file__).resolve().parent / "results"
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+
+# Every benchmark imports this module before keras: quieter TensorFlow logs,
+# and the real datasets beside the repository when no data folder is set.
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+_SHARED = ROOT.parent / "shared" / "datasets"
+if "KERAS_COMPACT_DATA_DIR" not in os.environ and _SHARED.is_dir():
+    os.environ["KERAS_COMPACT_DATA_DIR"] = str(_SHARED)
 
 
 def environment():

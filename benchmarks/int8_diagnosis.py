@@ -25,18 +25,16 @@ import argparse
 import csv
 import io
 import os
+import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import harness  # noqa: F401  (first: it sets the environment)
+import keras
+import numpy as np
+import tensorflow as tf
+from harness import write_results
 
-import tempfile  # noqa: E402
-
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-import tensorflow as tf  # noqa: E402
-from harness import write_results  # noqa: E402
-
-from keras_compact import data, export  # noqa: E402
-from keras_compact.export.tflite import (  # noqa: E402
+from keras_compact import data, export
+from keras_compact.export.tflite import (
     _representative_dataset as _feed,  # the exporter's own feed
 )
 

@@ -7,14 +7,12 @@ Writes benchmarks/results/kd_fashion_mnist.{json,md}.
 """
 
 import argparse
-import os
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import harness  # noqa: F401  (first: it sets the environment)
+import numpy as np
+from harness import write_results
 
-import numpy as np  # noqa: E402
-from harness import write_results  # noqa: E402
-
-from keras_compact import data, models, training  # noqa: E402
+from keras_compact import data, models, training
 
 
 def main():

@@ -16,15 +16,14 @@ import os
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import harness  # noqa: F401  (first: it sets the environment)
+import keras
+import numpy as np
+from harness import write_results
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from harness import write_results  # noqa: E402
-
-from keras_compact import data, models, training  # noqa: E402
-from keras_compact.callbacks import StepTimer  # noqa: E402
-from keras_compact.netaug import NetAug, recalibrate_batch_norm  # noqa: E402
+from keras_compact import data, models, training
+from keras_compact.callbacks import StepTimer
+from keras_compact.netaug import NetAug, recalibrate_batch_norm
 
 ARMS = ("baseline", "kd", "netaug", "netaug_kd")
 

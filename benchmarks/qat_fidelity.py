@@ -23,31 +23,23 @@ Writes benchmarks/results/<name>.{json,md} (default qat_fidelity).
 
 import argparse
 import os
-import pathlib
-import sys
 import tempfile
 import time
 from unittest import mock
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-_SHARED = _ROOT.parent / "shared" / "datasets"
-if "KERAS_COMPACT_DATA_DIR" not in os.environ and _SHARED.is_dir():
-    os.environ["KERAS_COMPACT_DATA_DIR"] = str(_SHARED)
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import harness  # noqa: F401  (first: it sets the environment)
+import keras
+import numpy as np
+from harness import RunLog, write_results
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from harness import RunLog, write_results  # noqa: E402
-
-from keras_compact import data, models, training  # noqa: E402
-from keras_compact.export import export_tflite, run_tflite  # noqa: E402
-from keras_compact.quantization import (  # noqa: E402
+from keras_compact import data, models, training
+from keras_compact.export import export_tflite, run_tflite
+from keras_compact.quantization import (
     QuantizationAwareTraining,
     fake_quant,
     micro,
 )
-from keras_compact.quantization.micro import output_step  # noqa: E402
+from keras_compact.quantization.micro import output_step
 
 
 def dataset_of(name):

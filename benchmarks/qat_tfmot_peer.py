@@ -29,18 +29,12 @@ import argparse
 import inspect
 import os
 import pathlib
-import sys
 import tempfile
 import time
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-_SHARED = _ROOT.parent / "shared" / "datasets"
-if "KERAS_COMPACT_DATA_DIR" not in os.environ and _SHARED.is_dir():
-    os.environ["KERAS_COMPACT_DATA_DIR"] = str(_SHARED)
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
+import harness  # noqa: F401  (first: it sets the environment)
 import keras  # noqa: E402  (Keras 3: reads the saved float models)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402

@@ -28,24 +28,15 @@ Writes benchmarks/results/<name>.{json,md} (default reparam_cifar10).
 
 import argparse
 import json
-import os
-import pathlib
-import sys
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-_SHARED = _ROOT.parent / "shared" / "datasets"
-if "KERAS_COMPACT_DATA_DIR" not in os.environ and _SHARED.is_dir():
-    os.environ["KERAS_COMPACT_DATA_DIR"] = str(_SHARED)
-sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+import harness  # noqa: F401  (first: it sets the environment)
+import keras
+import numpy as np
+from harness import RESULTS, RunLog, write_results
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from harness import RESULTS, RunLog, write_results  # noqa: E402
-
-from keras_compact import data, models, training  # noqa: E402
-from keras_compact.reparam import FAMILIES, Reparameterize  # noqa: E402
+from keras_compact import data, models, training
+from keras_compact.reparam import FAMILIES, Reparameterize
 
 MODELS = {
     "resnet8": ("resnet8", {}),

@@ -36,19 +36,14 @@ import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-_SHARED = _ROOT.parent / "shared" / "datasets"
-if "KERAS_COMPACT_DATA_DIR" not in os.environ and _SHARED.is_dir():
-    os.environ["KERAS_COMPACT_DATA_DIR"] = str(_SHARED)
+import harness  # noqa: F401  (first: it sets the environment)
+import keras
+import numpy as np
+from harness import RESULTS, write_results
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from harness import RESULTS, write_results  # noqa: E402
-
-from keras_compact import data, models, training  # noqa: E402
-from keras_compact.export import export_tflite, verify_tflite  # noqa: E402
-from keras_compact.graph import count_macs  # noqa: E402
+from keras_compact import data, models, training
+from keras_compact.export import export_tflite, verify_tflite
+from keras_compact.graph import count_macs
 
 RUNS_FILE = RESULTS / "scoreboard_runs.json"
 

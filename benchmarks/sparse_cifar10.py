@@ -34,25 +34,19 @@ import gzip
 import json
 import math
 import os
-import pathlib
 import subprocess
 import sys
 import tempfile
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-_ROOT = pathlib.Path(__file__).resolve().parents[1]
-_SHARED = _ROOT.parent / "shared" / "datasets"
-if "KERAS_COMPACT_DATA_DIR" not in os.environ and _SHARED.is_dir():
-    os.environ["KERAS_COMPACT_DATA_DIR"] = str(_SHARED)
+import harness  # noqa: F401  (first: it sets the environment)
+import keras
+import numpy as np
+from harness import RESULTS, RunLog, write_results
 
-import keras  # noqa: E402
-import numpy as np  # noqa: E402
-from harness import RESULTS, RunLog, write_results  # noqa: E402
-
-from keras_compact import data, models, training  # noqa: E402
-from keras_compact.export import export_tflite, verify_tflite  # noqa: E402
-from keras_compact.sparse import (  # noqa: E402
+from keras_compact import data, models, training
+from keras_compact.export import export_tflite, verify_tflite
+from keras_compact.sparse import (
     DSR,
     SET,
     PeriodSchedule,
@@ -61,7 +55,7 @@ from keras_compact.sparse import (  # noqa: E402
     Static,
     plot_density,
 )
-from keras_compact.sparse.selection import (  # noqa: E402
+from keras_compact.sparse.selection import (
     default_dense_layers,
     scan,
 )
@@ -165,10 +159,12 @@ def gz_size(path):
 def run_peer(args, out_json):
     if not os.path.exists(PEER_PYTHON):
         return None, f"peer venv missing: {PEER_PYTHON}"
-    env = dict(os.environ, TF_USE_LEGACY_KERAS="1", PYTHONPATH=str(_ROOT))
+    env = dict(
+        os.environ, TF_USE_LEGACY_KERAS="1", PYTHONPATH=str(harness.ROOT)
+    )
     cmd = [
         PEER_PYTHON,
-        str(_ROOT / "benchmarks" / "sparse_tfmot_peer.py"),
+        str(harness.ROOT / "benchmarks" / "sparse_tfmot_peer.py"),
         "--epochs",
         str(args.epochs),
         "--n-per-class",

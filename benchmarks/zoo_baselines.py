@@ -14,16 +14,14 @@ same int8 value, so their order is a coin toss for the quantized model).
 
 import argparse
 import os
+import tempfile
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import harness  # noqa: F401  (first: it sets the environment)
+import numpy as np
+from harness import write_results
 
-import tempfile  # noqa: E402
-
-import numpy as np  # noqa: E402
-from harness import write_results  # noqa: E402
-
-from keras_compact import data, export, models, training  # noqa: E402
-from keras_compact.graph import count_macs  # noqa: E402
+from keras_compact import data, export, models, training
+from keras_compact.graph import count_macs
 
 RUNS = [
     ("fashion_mnist", "tiny_cnn"),
