@@ -79,6 +79,12 @@ def markdown_table(rows, columns=None):
     return "\n".join(out) + "\n"
 
 
+def budget_of(args, *names):
+    """The budget dict of a run: the named argparse values (what a rerun
+    must repeat for `RunLog` to resume)."""
+    return {name: getattr(args, name) for name in names}
+
+
 def write_results(name, rows, budget, notes=None, columns=None):
     """Writes `results/<name>.json` and `results/<name>.md` and prints the
     table. `budget` is a dict describing the fixed training budget."""

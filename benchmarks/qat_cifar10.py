@@ -41,7 +41,7 @@ import pathlib
 import tempfile
 import time
 
-import harness  # noqa: F401  (first: it sets the environment)
+import harness  # first: it sets the environment
 import keras
 import numpy as np
 from harness import RunLog, write_results
@@ -242,19 +242,17 @@ def main():
         help="write the tables of the finished runs, train nothing",
     )
     args = p.parse_args()
-    budget = {
-        k: getattr(args, k)
-        for k in (
-            "n_per_class",
-            "test_n_per_class",
-            "epochs",
-            "lr",
-            "qat_epochs",
-            "qat_lr",
-            "freeze_bn_delay",
-            "batch_size",
-        )
-    }
+    budget = harness.budget_of(
+        args,
+        "n_per_class",
+        "test_n_per_class",
+        "epochs",
+        "lr",
+        "qat_epochs",
+        "qat_lr",
+        "freeze_bn_delay",
+        "batch_size",
+    )
     log = RunLog(args.name, budget)
     with tempfile.TemporaryDirectory(prefix="qat_bench_") as out_dir:
         if args.report:  # tables of the finished runs only

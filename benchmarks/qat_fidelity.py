@@ -27,7 +27,7 @@ import tempfile
 import time
 from unittest import mock
 
-import harness  # noqa: F401  (first: it sets the environment)
+import harness  # first: it sets the environment
 import keras
 import numpy as np
 from harness import RunLog, write_results
@@ -122,18 +122,16 @@ def main():
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--name", default="qat_fidelity")
     args = p.parse_args()
-    budget = {
-        k: getattr(args, k)
-        for k in (
-            "seed",
-            "n_per_class",
-            "epochs",
-            "qat_epochs",
-            "qat_lr",
-            "test_images",
-            "batch_size",
-        )
-    }
+    budget = harness.budget_of(
+        args,
+        "seed",
+        "n_per_class",
+        "epochs",
+        "qat_epochs",
+        "qat_lr",
+        "test_images",
+        "batch_size",
+    )
     log = RunLog(args.name, budget)
     with tempfile.TemporaryDirectory(prefix="qat_fidelity_") as out_dir:
         for name in args.models:

@@ -34,7 +34,7 @@ import time
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
 
-import harness  # noqa: F401  (first: it sets the environment)
+import harness  # first: it sets the environment
 import keras  # noqa: E402  (Keras 3: reads the saved float models)
 import numpy as np  # noqa: E402
 import tensorflow as tf  # noqa: E402
@@ -241,17 +241,15 @@ def main():
     p.add_argument("--save-dir", default="~/.cache/keras_compact/qat_bench")
     p.add_argument("--name", default="qat_tfmot_peer")
     args = p.parse_args()
-    budget = {
-        k: getattr(args, k)
-        for k in (
-            "n_per_class",
-            "test_n_per_class",
-            "qat_epochs",
-            "qat_lr",
-            "weight_decay",
-            "batch_size",
-        )
-    }
+    budget = harness.budget_of(
+        args,
+        "n_per_class",
+        "test_n_per_class",
+        "qat_epochs",
+        "qat_lr",
+        "weight_decay",
+        "batch_size",
+    )
     budget["versions"] = {
         "tensorflow": tf.__version__,
         "tf_keras": tf_keras.__version__,
