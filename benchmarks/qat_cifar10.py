@@ -278,6 +278,10 @@ def main():
         "micro: TensorFlow Lite for Microcontrollers outputs vs LiteRT's "
         "reference kernels on 100 test images; arena_kb: its tensor arena.",
         "Latency: median at batch 1 on this shared 2-core CPU (noisy).",
+        "qat_sched_int8 (--in-schedule): the same initial weights and "
+        "epochs as the float arm, fake quantization over the last "
+        "--qat-epochs of them; compared with the float arm shipped as "
+        "post-training int8 (equal epochs).",
     ]
     notes += verdicts(rows)
     if args.note:
