@@ -105,12 +105,21 @@ def _fold_error(rep, trainer, x):
     return float(np.max(np.abs(train_out - folded.predict(x, verbose=0))))
 
 
-@pytest.mark.parametrize("family", ["repvgg", "acnet", "expandnets", "dbb"])
-def test_fold_is_exact_for_every_geometry(family):
+@pytest.mark.parametrize(
+    "family, main_norm",
+    [
+        ("repvgg", True),
+        ("repvgg", False),
+        ("acnet", True),
+        ("expandnets", True),
+        ("dbb", True),
+    ],
+)
+def test_fold_is_exact_for_every_geometry(family, main_norm):
     keras.utils.set_random_seed(0)
     model = _geometries_model()
     x, y = _pair()
-    rep = Reparameterize(family, expansion=2, seed=1)
+    rep = Reparameterize(family, expansion=2, main_norm=main_norm, seed=1)
     trainer = _compile(Trainer(model, [rep]))
     trainer.fit(x, y, epochs=1, batch_size=8, verbose=0)
     applied = {r.item: r.values for r in _report(rep).applied}
@@ -140,6 +149,14 @@ def test_fold_is_exact_for_every_geometry(family):
         assert bns and any(
             np.abs(keras.ops.convert_to_numpy(v) - 1).max() > 1e-3 for v in bns
         )
+    # The main branch has its own BN (folded into the user's kernel)
+    # exactly where the branches have theirs.
+    for block in rep.blocks:
+        has_main = block.main_bn is not None
+        expected_main = (
+            main_norm and family != "expandnets" and block.constant
+        )
+        assert has_main == expected_main, block.name
     # After fit the user's model already holds the folded weights.
     assert rep.is_folded
     predicted = trainer.predict(x, verbose=0)
@@ -308,6 +325,7 @@ def test_selection_and_skipped_layers_are_reported():
         ({"layers": []}, ValueError, "Received: layers=[]"),
         ({"layers": [1]}, TypeError, "Received: layers=[1]"),
         ({"identity": 1}, TypeError, "Received: identity=1"),
+        ({"main_norm": None}, TypeError, "Received: main_norm=None"),
         ({"include_dense": "yes"}, TypeError, "Received: include_dense="),
         ({"include_pointwise": 0}, TypeError, "Received: include_pointwise="),
         ({"seed": 1.5}, TypeError, "Received: seed=1.5"),

@@ -124,6 +124,10 @@ class ReparamBranches(keras.layers.Layer):
         family: `"repvgg"`, `"acnet"`, `"expandnets"` or `"dbb"`.
         expansion: the ExpandNets expansion rate `r`.
         identity: whether RepVGG adds the identity branch where allowed.
+        main_norm: whether the main branch (the user's kernel) gets its
+            own batch normalization, as every branch has in the RepVGG,
+            ACNet and DBB papers (ignored by ExpandNets and when `constant`
+            is False).
         constant: whether the branches may add a per-channel constant (the
             user's layer has a bias, or a batch normalization follows it);
             when False the branches have no normalization and no bias.
@@ -143,6 +147,7 @@ class ReparamBranches(keras.layers.Layer):
         family,
         expansion=4,
         identity=True,
+        main_norm=True,
         constant=True,
         norm_kwargs=None,
         seed=None,
@@ -158,6 +163,11 @@ class ReparamBranches(keras.layers.Layer):
         self._count = 0
         g = geometry
         kh, kw = g.kernel_size
+        # Built before the branches: the main branch's BN, folded into the
+        # user's kernel like the branches' ones.
+        self.main_bn = None
+        if main_norm and family != "expandnets":
+            self.main_bn = self._norm("main")
         if family == "repvgg":
             if (kh, kw) != (1, 1):
                 self._window("conv1x1", (1, 1), g.centre)
@@ -467,6 +477,8 @@ class ReparamBranches(keras.layers.Layer):
                     kernel, self._chain_kernel(branch.kernels)
                 )
         y = self._main(inputs, kernel)
+        if self.main_bn is not None:
+            y = self.main_bn(y, training=training)
         for branch in self._ref.branches:
             if branch.kind == "chain":
                 continue
@@ -512,6 +524,10 @@ class ReparamBranches(keras.layers.Layer):
             keras.ops.convert_to_numpy(self.layer.kernel), np.float64
         )
         constant = np.zeros((g.out_channels,), np.float64)
+        if self.main_bn is not None:
+            scale, shift = _affine(self.main_bn)
+            kernel = folding.scale_output_channels(kernel, scale, kind)
+            constant = constant + shift
         for branch in self._ref.branches:
             values = [
                 np.asarray(keras.ops.convert_to_numpy(k), np.float64)

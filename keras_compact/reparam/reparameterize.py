@@ -74,6 +74,11 @@ class Reparameterize(Technique):
             False.
         identity: whether RepVGG adds the identity branch where the shapes
             allow. Defaults to True.
+        main_norm: whether the main branch (the user's kernel) gets its own
+            training-time BN, folded like the branches' (RepVGG, ACNet and
+            DBB, as in their papers, where every branch ends in a BN: without
+            it the unit-variance branches drown the main kernel at
+            initialisation). Defaults to True.
         seed: int seed of the branch kernels' initializers, or None.
         **kwargs: `Technique` (layer) arguments such as `name`.
 
@@ -116,6 +121,7 @@ class Reparameterize(Technique):
         include_dense=True,
         include_pointwise=False,
         identity=True,
+        main_norm=True,
         seed=None,
         **kwargs,
     ):
@@ -128,6 +134,7 @@ class Reparameterize(Technique):
         args.check_bool(include_dense, "include_dense")
         args.check_bool(include_pointwise, "include_pointwise")
         args.check_bool(identity, "identity")
+        args.check_bool(main_norm, "main_norm")
         args.check_seed(seed)
         self.family = family
         self.expansion = int(expansion)
@@ -135,6 +142,7 @@ class Reparameterize(Technique):
         self.include_dense = include_dense
         self.include_pointwise = include_pointwise
         self.identity = identity
+        self.main_norm = main_norm
         self.seed = None if seed is None else int(seed)
         # The training view shares the user's layers (saved with the user's
         # model): Keras must not track it.
@@ -176,6 +184,7 @@ class Reparameterize(Technique):
             identity=self.identity,
             include_dense=self.include_dense,
             include_pointwise=self.include_pointwise,
+            main_norm=self.main_norm,
             seed=self.seed,
             name=self.name,
         )
@@ -272,5 +281,6 @@ class Reparameterize(Technique):
             "include_dense": self.include_dense,
             "include_pointwise": self.include_pointwise,
             "identity": self.identity,
+            "main_norm": self.main_norm,
             "seed": self.seed,
         }

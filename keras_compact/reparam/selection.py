@@ -155,13 +155,14 @@ def build_branches(
     include_pointwise,
     seed,
     name,
+    main_norm=True,
 ):
     """The branches of every eligible layer of `graph`, in graph order.
 
     Args:
         graph: the compact model's `ModelGraph`.
-        family, expansion, identity, include_dense, include_pointwise:
-            the technique's options.
+        family, expansion, identity, include_dense, include_pointwise,
+        main_norm: the technique's options.
         layers: None, a list of layer names or a predicate.
         seed: int seed of the first block's initializers (the next blocks
             get `seed + 1`, `seed + 2`...), or None.
@@ -224,6 +225,7 @@ def build_branches(
             family,
             expansion=expansion,
             identity=identity,
+            main_norm=main_norm,
             constant=shift is not None,
             norm_kwargs=norm,
             seed=None if seed is None else seed + len(blocks),
