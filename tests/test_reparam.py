@@ -153,9 +153,7 @@ def test_fold_is_exact_for_every_geometry(family, main_norm):
     # exactly where the branches have theirs.
     for block in rep.blocks:
         has_main = block.main_bn is not None
-        expected_main = (
-            main_norm and family != "expandnets" and block.constant
-        )
+        expected_main = main_norm and family != "expandnets" and block.constant
         assert has_main == expected_main, block.name
     # After fit the user's model already holds the folded weights.
     assert rep.is_folded
