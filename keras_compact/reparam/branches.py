@@ -165,9 +165,9 @@ class ReparamBranches(keras.layers.Layer):
         kh, kw = g.kernel_size
         # Built before the branches: the main branch's BN, folded into the
         # user's kernel like the branches' ones.
-        self.main_bn = None
-        if main_norm and family != "expandnets":
-            self.main_bn = self._norm("main")
+        self.main_bn = (
+            self._norm("main") if main_norm and family != "expandnets" else None
+        )
         if family == "repvgg":
             if (kh, kw) != (1, 1):
                 self._window("conv1x1", (1, 1), g.centre)

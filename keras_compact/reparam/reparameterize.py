@@ -102,7 +102,8 @@ class Reparameterize(Technique):
     compact = trainer.strip()  # `model` itself, branches folded in
     ```
 
-    Measured: `benchmarks/results/reparam_cifar10_small.md`.
+    Measured: `benchmarks/results/reparam_cifar10_resnet8.md` and
+    `reparam_cifar10_mobilenet_v2.md` (real CIFAR-10, 2 seeds).
 
     Reference:
         Ding et al. "RepVGG: Making VGG-style ConvNets Great Again", CVPR
