@@ -46,11 +46,13 @@ def dataset_of(name):
     return "fashion_mnist" if name == "tiny_cnn" else "cifar10"
 
 
-def fidelity(path, reference, x):
+def fidelity(path, reference, x, out=None):
     """File vs reference model on `x`: agreement, max and share of logits
-    more than one output step apart."""
+    more than one output step apart (`out`: the file's outputs, if already
+    computed; else LiteRT with its default delegate)."""
     ref = reference.predict(x, batch_size=100, verbose=0)
-    out = run_tflite(path, x)
+    if out is None:
+        out = run_tflite(path, x)
     steps = np.abs(out - ref) / output_step(path)
     return {
         "agreement": float(np.mean(out.argmax(-1) == ref.argmax(-1))),
@@ -59,7 +61,9 @@ def fidelity(path, reference, x):
     }
 
 
-def run_model(args, name, out_dir):
+def train_qat(args, name):
+    """Short float training then a QAT fine-tune (BN frozen from the
+    start): `(train result, technique, test images)`."""
     splits = data.load_dataset(
         dataset_of(name),
         batch_size=args.batch_size,
@@ -71,7 +75,6 @@ def run_model(args, name, out_dir):
     x = x.astype("float32")
     keras.utils.set_random_seed(args.seed)
     model = models.get_model(name)
-    t0 = time.time()
     training.train_classifier(
         model, splits, args.epochs, seed=args.seed, verbose=0
     )
@@ -85,6 +88,13 @@ def run_model(args, name, out_dir):
         learning_rate=args.qat_lr,
         verbose=0,
     )
+    return res, qat, x
+
+
+def run_model(args, name, out_dir):
+    t0 = time.time()
+    res, qat, x = train_qat(args, name)
+    model = res.trainer.compact_model
     row = {
         "model": name,
         "params": model.count_params(),

@@ -20,6 +20,7 @@ from keras_compact.quantization import (
     QuantizationPlan,
     check_int8_ops,
     fake_quant,
+    layerwise_fidelity,
     micro,
 )
 from keras_compact.quantization.micro import output_step
@@ -288,6 +289,50 @@ def test_resnet8_cifar10_int8_file_equals_fake_quant_model(tmp_path):
     assert agree >= 0.995, agree
     assert steps <= 2.0001, steps
     assert "ADD" in check_int8_ops(path)
+
+
+def test_preserve_all_tensors_must_be_a_bool(tiny):
+    from keras_compact.export import load_interpreter
+
+    with pytest.raises(TypeError, match="preserve_all_tensors='yes'"):
+        load_interpreter(tiny["path"], preserve_all_tensors="yes")
+
+
+# One zoo model per op family (the other zoo models repeat these ops):
+# conv + max pooling + MEAN, residual ADD, depthwise + ReLU6 + MEAN.
+@pytest.mark.parametrize("name", ["tiny_cnn", "resnet8", "mobilenet_v2_tiny"])
+def test_zoo_int8_file_computes_each_op_as_the_fake_quant_model(name, tmp_path):
+    """Op by op: each requantized tensor recomputed by
+    the fake-quant model from the int8 file's OWN input tensors is within
+    one step of the file's (integer kernels round differently from float
+    arithmetic); a quantizer in the wrong place, a BN folded differently or
+    a wrong bias grid would be many steps off. End to end, these one-step
+    differences compound with depth (benchmarks/results/qat_layerwise_*)."""
+    keras.utils.set_random_seed(0)
+    model = kc.models.get_model(name)
+    rng = np.random.default_rng(0)
+    x = rng.uniform(0, 1, (64, *model.input_shape[1:])).astype("float32")
+    y = rng.integers(0, 10, 64)
+    qat = QuantizationAwareTraining(freeze_bn_delay=0)
+    trainer = kc.Trainer(model, techniques=[qat])
+    trainer.compile(keras.optimizers.Adam(1e-3), loss())
+    trainer.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    path = str(tmp_path / f"{name}.tflite")
+    export_tflite(trainer, path, quantization="int8")
+    rows = layerwise_fidelity(qat, path, x[:4])
+    assert rows and all(r["op"] for r in rows), rows
+    isolated = [r for r in rows if r["isolated_max"] is not None]
+    # Every tensor but the model input's has a recomputed value.
+    assert len(isolated) == len(rows) - 1, rows
+    worst = max(isolated, key=lambda r: r["isolated_max"])
+    assert worst["isolated_max"] <= 1.0001, worst
+    # Each op rounds like the file but for rare ties; MEAN rounds twice in
+    # the file's kernel (the sum's rescale, then the division by the
+    # count). Kernels left unquantized in the reference put 9-18% of the
+    # conv values one step off.
+    for r in isolated:
+        limit = 0.25 if r["op"] == "MEAN" else 0.02
+        assert r["isolated_share_off"] <= limit, r
 
 
 # ----------------------------------------------------------------------

@@ -115,8 +115,9 @@ def _import_backend(backend):
     return tf.lite.Interpreter, tf.lite.experimental.OpResolverType
 
 
-def _create(backend, path, num_threads, use_default_delegates):
+def _create(backend, path, num_threads, use_default_delegates, preserve=False):
     cls, resolver = _import_backend(backend)
+    extra = {"experimental_preserve_all_tensors": True} if preserve else {}
     kind = (
         resolver.AUTO
         if use_default_delegates
@@ -127,6 +128,7 @@ def _create(backend, path, num_threads, use_default_delegates):
             model_path=os.fspath(path),
             num_threads=num_threads,
             experimental_op_resolver_type=kind,
+            **extra,
         )
     except SystemError as e:  # a C extension built for another numpy
         raise BackendUnusableError(
@@ -150,7 +152,13 @@ def has_sparse_tensors(interpreter):
     )
 
 
-def _open(path, num_threads=1, use_default_delegates=None, backend=None):
+def _open(
+    path,
+    num_threads=1,
+    use_default_delegates=None,
+    backend=None,
+    preserve_all_tensors=False,
+):
     """Returns `(interpreter, backend, used_default_delegates)`, allocated."""
     if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
         raise FileNotFoundError(
@@ -183,7 +191,11 @@ def _open(path, num_threads=1, use_default_delegates=None, backend=None):
     for name in candidates:
         try:
             interpreter = _create(
-                name, path, num_threads, use_default_delegates is not False
+                name,
+                path,
+                num_threads,
+                use_default_delegates is not False,
+                preserve_all_tensors,
             )
         except (ImportError, AttributeError) as e:  # missing or broken
             failures.append(f"{name}: {type(e).__name__}: {e}")
@@ -211,7 +223,9 @@ def _open(path, num_threads=1, use_default_delegates=None, backend=None):
     if use_defaults is None:
         use_defaults = not has_sparse_tensors(interpreter)
         if not use_defaults:
-            interpreter = _create(backend, path, num_threads, False)
+            interpreter = _create(
+                backend, path, num_threads, False, preserve_all_tensors
+            )
     try:
         interpreter.allocate_tensors()
     except RuntimeError as e:
@@ -227,7 +241,11 @@ def _open(path, num_threads=1, use_default_delegates=None, backend=None):
 
 
 def load_interpreter(
-    path, num_threads=1, use_default_delegates=True, backend=None
+    path,
+    num_threads=1,
+    use_default_delegates=True,
+    backend=None,
+    preserve_all_tensors=False,
 ):
     """Loads a `.tflite` file into an allocated interpreter.
 
@@ -249,6 +267,10 @@ def load_interpreter(
         backend: None (the fallback order above), or one of
             `"ai_edge_litert"`, `"tf.lite"`, `"tflite_runtime"` to use that
             one only.
+        preserve_all_tensors: whether every intermediate tensor stays
+            readable after `invoke()` (no buffer reuse; for debugging, with
+            `use_default_delegates=False`: a delegate hides the tensors of
+            the ops it runs). Defaults to False.
 
     Returns:
         A tuple `(interpreter, backend)`: the interpreter, with tensors
@@ -268,8 +290,13 @@ def load_interpreter(
     interpreter, backend = load_interpreter("model.tflite", num_threads=2)
     ```
     """
+    if not isinstance(preserve_all_tensors, bool):
+        raise TypeError(
+            "Expected `preserve_all_tensors` to be a bool. Received: "
+            f"preserve_all_tensors={preserve_all_tensors!r}"
+        )
     interpreter, backend, _ = _open(
-        path, num_threads, use_default_delegates, backend
+        path, num_threads, use_default_delegates, backend, preserve_all_tensors
     )
     return interpreter, backend
 

@@ -11,6 +11,8 @@
 - `schedule` (start and BN freezing steps), `callbacks` (fractional
   start), `report` (`summary()`), `view` (`QuantizationPlan`, the
   fake-quant graphs): the parts of the technique.
+- `layerwise_fidelity`: the int8 file against the fake-quant model, tensor
+  by tensor (isolated and accumulated differences).
 - `micro`: running int8 files with the TensorFlow Lite for
   Microcontrollers interpreter (`pip install keras_compact[micro]`).
 """
@@ -22,6 +24,7 @@ from keras_compact.quantization.convert import (
     convert_qat,
     find_qat,
 )
+from keras_compact.quantization.layerwise import layerwise_fidelity
 from keras_compact.quantization.qat import QuantizationAwareTraining
 from keras_compact.quantization.view import QuantizationPlan
 
@@ -33,5 +36,6 @@ __all__ = [
     "convert_qat",
     "fake_quant",
     "find_qat",
+    "layerwise_fidelity",
     "micro",
 ]
