@@ -102,8 +102,10 @@ class Reparameterize(Technique):
     compact = trainer.strip()  # `model` itself, branches folded in
     ```
 
-    Measured: `benchmarks/results/reparam_cifar10_resnet8.md` and
-    `reparam_cifar10_mobilenet_v2.md` (real CIFAR-10, 2 seeds).
+    Measured: `benchmarks/results/reparam_cifar10_resnet8.md` (real
+    CIFAR-10, 2 seeds). ExpandNets' `Dense` expansion of a wide classifier
+    input (MobileNetV2's 1280 features) diverged at lr 0.05 (loss 2.6 ->
+    585 in 8 steps); `include_dense=False` trained.
 
     Reference:
         Ding et al. "RepVGG: Making VGG-style ConvNets Great Again", CVPR
