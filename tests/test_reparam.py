@@ -227,6 +227,59 @@ def test_sequential_softmax_output_expandnets_dense():
     np.testing.assert_allclose(out.sum(-1), 1.0, rtol=1e-5)
 
 
+def _wide_classifier_losses(techniques):
+    """Loss per epoch of a Dense classifier on 1,280 non-negative
+    features (MobileNetV2's head width) at SGD-Nesterov lr 0.05."""
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    x = (0.4 * np.abs(rng.normal(size=(512, 1280)))).astype("float32")
+    y = rng.integers(0, 10, 512)
+    i = keras.Input((1280,))
+    model = keras.Model(i, keras.layers.Dense(10, name="logits")(i))
+    trainer = Trainer(model, techniques)
+    trainer.compile(
+        optimizer=keras.optimizers.SGD(0.05, momentum=0.9, nesterov=True),
+        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+    )
+    history = trainer.fit(x, y, epochs=3, batch_size=128, verbose=0)
+    return trainer, history.history["loss"]
+
+
+def test_expandnets_dense_chain_starts_at_zero_and_trains_a_wide_head():
+    # With a glorot last factor this chain diverged (loss 3.4 -> 971 in 3
+    # epochs) where the plain classifier trains: the chain multiplied the
+    # classifier's effective step on logits no normalization follows.
+    _, plain = _wide_classifier_losses([])
+    rep = Reparameterize("expandnets", seed=0)
+    trainer, expanded = _wide_classifier_losses([rep])
+    assert np.all(np.isfinite(expanded))
+    assert expanded[-1] < expanded[0]
+    assert expanded[-1] < plain[0]
+    assert abs(expanded[-1] - plain[-1]) < 0.1
+    # The chain learned (it is no longer zero) and folds exactly.
+    (block,) = rep.blocks
+    first, middle, last = [
+        keras.ops.convert_to_numpy(k) for k in block._ref.branches[0].kernels
+    ]
+    assert np.abs(first @ middle @ last).max() > 1e-4
+    x = np.abs(np.random.default_rng(1).normal(size=(8, 1280)))
+    assert _fold_error(rep, trainer, x.astype("float32")) < TOL
+
+
+def test_expandnets_dense_chain_adds_nothing_at_the_start():
+    keras.utils.set_random_seed(0)
+    i = keras.Input((6,))
+    h = keras.layers.Dense(5, activation="relu", name="hidden")(i)
+    model = keras.Model(i, keras.layers.Dense(3, name="logits")(h))
+    x = np.random.default_rng(0).normal(size=(4, 6)).astype("float32")
+    before = model.predict(x, verbose=0)
+    rep = Reparameterize("expandnets", seed=0)
+    Trainer(model, [rep])
+    assert len(rep.blocks) == 2 and not rep.is_folded
+    out = keras.ops.convert_to_numpy(rep.training_model(x, training=False))
+    np.testing.assert_allclose(out, before, atol=1e-6)
+
+
 def test_keras_round_trip_and_folded_validation(tmp_path):
     keras.utils.set_random_seed(0)
     i = keras.Input((16, 16, 4))

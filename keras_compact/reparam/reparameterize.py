@@ -35,7 +35,8 @@ class Reparameterize(Technique):
     - `"expandnets"` (Guo et al. 2020): a bias-free linear chain
       `1x1 (m -> r*m) -> kxk (r*m -> r*n) -> 1x1 (r*n -> n)` applied as the
       product of its kernels; `Dense`: `m -> h -> h -> n`,
-      `h = r * min(m, n)`. [design] The user's kernel stays in parallel.
+      `h = r * min(m, n)`, last factor zero at the start. [design] The
+      user's kernel stays in parallel.
     - `"dbb"` (Ding et al. 2021): 1x1, `1x1 -> BN -> kxk` and
       `1x1 -> BN -> average pooling` branches, each ending in a BN.
 
@@ -103,9 +104,11 @@ class Reparameterize(Technique):
     ```
 
     Measured: `benchmarks/results/reparam_cifar10_resnet8.md` (real
-    CIFAR-10, 2 seeds). ExpandNets' `Dense` expansion of a wide classifier
-    input (MobileNetV2's 1280 features) diverged at lr 0.05 (loss 2.6 ->
-    585 in 8 steps); `include_dense=False` trained.
+    CIFAR-10, 2 seeds). ExpandNets' `Dense` chain starts with its last
+    factor at zero: initialised like the convolutions' chains, the
+    expansion of a wide classifier input (MobileNetV2's 1280 features)
+    diverged at lr 0.05 (loss 2.6 -> 585 in 8 steps); from zero it trained
+    stably (200 steps at a constant lr 0.05).
 
     Reference:
         Ding et al. "RepVGG: Making VGG-style ConvNets Great Again", CVPR
