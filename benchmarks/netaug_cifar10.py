@@ -6,6 +6,11 @@ exported .tflite of the NetAug model vs the plain one.
 
     python benchmarks/netaug_cifar10.py [--seeds 0 1] [--epochs 15]
         [--n-per-class 1000] [--large on|off] [--large-epochs N]
+        [--arms baseline netaug kd netaug_kd] [--equal-time]
+
+Within a seed every arm trains on a fresh seeded pipeline (the same
+batches in the same order). `--equal-time` adds plain trained for as long
+as NetAug took (more epochs, its own cosine schedule).
 
 Writes benchmarks/results/netaug_cifar10.{json,md}. `netaug_fashion_mnist.py`
 runs the same comparison for a tiny CNN on Fashion-MNIST.
@@ -117,13 +122,20 @@ def run_comparison(
     rows, notes = [], []
     extras = {}
     teacher_model = None
+    arms = [a for a in ARMS if a in args.arms]
     for seed in args.seeds:
-        splits = data.load_dataset(
-            dataset,
-            n_per_class=args.n_per_class,
-            batch_size=args.batch_size,
-            seed=seed,
-        )
+
+        def fresh_splits(seed=seed):
+            # A new seeded pipeline per run: within a seed every arm sees
+            # the same batches in the same order.
+            return data.load_dataset(
+                dataset,
+                n_per_class=args.n_per_class,
+                batch_size=args.batch_size,
+                seed=seed,
+            )
+
+        splits = fresh_splits()
         shape, classes = splits.info.input_shape, splits.info.num_classes
 
         def build_student():
@@ -132,13 +144,13 @@ def run_comparison(
                 name, input_shape=shape, num_classes=classes, **kw
             )
 
-        if teacher_model is None:
+        if teacher_model is None and any(a.endswith("kd") for a in arms):
             name, kw = teacher
             t = _train(
                 lambda: models.get_model(
                     name, input_shape=shape, num_classes=classes, **kw
                 ),
-                splits,
+                fresh_splits(),
                 args.epochs,
                 seed,
             )
@@ -151,23 +163,34 @@ def run_comparison(
             }
             print("teacher", extras["teacher"], flush=True)
         results = {}
-        for arm in ARMS:
+        for arm in arms:
             techniques = []
             if arm.startswith("netaug"):
                 techniques.append(NetAug(seed=seed))
             if arm.endswith("kd"):
                 techniques.append(training.Distillation(teacher_model))
             results[arm] = r = _train(
-                build_student, splits, args.epochs, seed, techniques
+                build_student, fresh_splits(), args.epochs, seed, techniques
             )
             print(arm, seed, r.test_accuracy, r.median_step_ms, flush=True)
         row = {"seed": seed}
-        for arm in ARMS:
+        for arm in arms:
             r = results[arm]
             row[f"{arm}_acc"] = r.test_accuracy
             row[f"{arm}_train_acc"] = r.history["accuracy"][-1]
         row["netaug_minus_baseline"] = row["netaug_acc"] - row["baseline_acc"]
-        row["netaug_kd_minus_kd"] = row["netaug_kd_acc"] - row["kd_acc"]
+        if "kd" in arms and "netaug_kd" in arms:
+            row["netaug_kd_minus_kd"] = row["netaug_kd_acc"] - row["kd_acc"]
+        if args.equal_time:
+            # Plain for as long as NetAug trained (the fits ran one after
+            # the other, so their ratio is this seed's cost of NetAug).
+            ratio = results["netaug"].seconds / results["baseline"].seconds
+            epochs = max(args.epochs, round(args.epochs * ratio))
+            r = _train(build_student, fresh_splits(), epochs, seed)
+            print("baseline_equal_time", seed, epochs, r.test_accuracy)
+            row["equal_time_epochs"] = epochs
+            row["baseline_equal_time_acc"] = r.test_accuracy
+            row["netaug_minus_equal_time"] = row["netaug_acc"] - r.test_accuracy
         row["params"] = results["baseline"].model.count_params()
         rows.append(row)
 
@@ -359,6 +382,20 @@ def parse(defaults):
     p.add_argument("--n-per-class", type=int, default=defaults["n"])
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument(
+        "--arms",
+        nargs="+",
+        choices=ARMS,
+        default=list(ARMS),
+        help="arms to train (baseline and netaug always run)",
+    )
+    p.add_argument("--name", default=None, help="results name")
+    p.add_argument(
+        "--equal-time",
+        action="store_true",
+        help="also train plain for as many epochs as NetAug's fit time "
+        "allows (its fit seconds over plain's, same seed)",
+    )
+    p.add_argument(
         "--large",
         choices=["on", "off"],
         default="on" if defaults.get("large") else "off",
@@ -370,7 +407,9 @@ def parse(defaults):
         default=None,
         help="epochs of the large model (default: --epochs)",
     )
-    return p.parse_args()
+    args = p.parse_args()
+    args.arms = sorted(set(args.arms) | {"baseline", "netaug"}, key=ARMS.index)
+    return args
 
 
 def main():
@@ -412,7 +451,11 @@ def main():
     }
     notes += _notes(extras)
     write_results(
-        "netaug_cifar10", rows, budget, notes=notes, columns=list(rows[0])
+        args.name or "netaug_cifar10",
+        rows,
+        budget,
+        notes=notes,
+        columns=list(rows[0]),
     )
 
 

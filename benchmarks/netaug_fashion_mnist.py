@@ -3,6 +3,7 @@ plainly, with KD, with NetAug and with NetAug + KD, equal epochs, several
 seeds (same protocol as `netaug_cifar10.py`, without the large model).
 
     python benchmarks/netaug_fashion_mnist.py [--seeds 0 1] [--epochs 8]
+        [--n-per-class 500] [--arms ...] [--equal-time] [--name NAME]
 
 Writes benchmarks/results/netaug_fashion_mnist.{json,md}.
 """
@@ -28,6 +29,7 @@ def main():
         "epochs": args.epochs,
         "batch_size": args.batch_size,
         "student": "tiny_cnn width 0.5 (8/16/32 channels)",
+        "arms": args.arms,
         "teacher": f"tiny_cnn width 2.0, trained once (seed {args.seeds[0]})",
         "netaug": "width [1, 1.8, 2.6] (no inverted residuals: no expand "
         "groups, width augmented throughout), alpha 1",
@@ -37,7 +39,7 @@ def main():
         "wall_s_all_runs": round(time.perf_counter() - start, 1),
     }
     write_results(
-        "netaug_fashion_mnist",
+        args.name or "netaug_fashion_mnist",
         rows,
         budget,
         notes=notes + _notes(extras),
