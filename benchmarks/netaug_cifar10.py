@@ -7,6 +7,7 @@ exported .tflite of the NetAug model vs the plain one.
     python benchmarks/netaug_cifar10.py [--seeds 0 1] [--epochs 15]
         [--n-per-class 1000] [--large on|off] [--large-epochs N]
         [--arms baseline netaug kd netaug_kd] [--equal-time]
+        [--student mobilenet_v2|resnet8] [--name NAME]
 
 Within a seed every arm trains on a fresh seeded pipeline (the same
 batches in the same order). `--equal-time` adds plain trained for as long
@@ -31,6 +32,12 @@ from keras_compact.callbacks import StepTimer
 from keras_compact.netaug import NetAug, recalibrate_batch_norm
 
 ARMS = ("baseline", "kd", "netaug", "netaug_kd")
+# CIFAR-10 students: the default (MobileNetV2-w0.35, ImageNet strides) and
+# the zoo resnet8 (MLPerf Tiny; its KD teacher is then resnet8 too).
+STUDENTS = {
+    "mobilenet_v2": ("mobilenet_v2", {"alpha": 0.35, "cifar_stem": False}),
+    "resnet8": ("resnet8", {}),
+}
 
 
 def _optimizer(steps, epochs, peak, warmup_epochs=2):
@@ -390,6 +397,12 @@ def parse(defaults):
     )
     p.add_argument("--name", default=None, help="results name")
     p.add_argument(
+        "--student",
+        choices=sorted(STUDENTS),
+        default="mobilenet_v2",
+        help="the CIFAR-10 student (netaug_cifar10.py only)",
+    )
+    p.add_argument(
         "--equal-time",
         action="store_true",
         help="also train plain for as many epochs as NetAug's fit time "
@@ -414,7 +427,7 @@ def parse(defaults):
 
 def main():
     args = parse({"epochs": 15, "n": 1000, "large": True})
-    student = ("mobilenet_v2", {"alpha": 0.35, "cifar_stem": False})
+    student = STUDENTS[args.student]
     teacher = ("resnet8", {})
     # 5.4x the student's parameters and 5.1x its MACs, on 9k images: the
     # over-fitting regime in which the paper says NetAug does not help.
@@ -431,8 +444,7 @@ def main():
         "n_per_class": args.n_per_class,
         "epochs": args.epochs,
         "batch_size": args.batch_size,
-        "student": "mobilenet_v2 alpha 0.35, 32x32, ImageNet strides "
-        "(cifar_stem=False)",
+        "student": f"{student[0]} {student[1]}, 32x32",
         "teacher": f"{teacher[0]} trained once (seed {args.seeds[0]}), same "
         "budget",
         "netaug": "width [1, 1.8, 2.6], expand [1, 1.6, 2.2, 2.8], alpha 1, "
