@@ -119,6 +119,40 @@ def write_results(name, rows, budget, notes=None, columns=None):
     return payload
 
 
+# Where tf_keras and tensorflow-model-optimization live for the peers (they
+# only work with legacy tf_keras, so they run in a process of their own):
+#     pip install --target /work/peers-lib --no-deps "tf-keras==2.21.*" \
+#         "tensorflow-model-optimization==0.8.*"
+PEERS_LIB = os.environ.get("KERAS_COMPACT_PEERS_LIB", "/work/peers-lib")
+
+
+def run_peer(script, *args):
+    """Runs `benchmarks/<script>` (a tfmot peer) in its own process with
+    legacy tf_keras; returns `(completed_process, None)` or `(None, why)`
+    when the peer's packages are missing or it fails."""
+    import subprocess
+
+    if not os.path.isdir(os.path.join(PEERS_LIB, "tf_keras")):
+        return None, (
+            f"peer packages missing: no tf_keras in {PEERS_LIB} (set "
+            "KERAS_COMPACT_PEERS_LIB; see benchmarks/harness.py)"
+        )
+    env = dict(
+        os.environ,
+        TF_USE_LEGACY_KERAS="1",
+        PYTHONPATH=os.pathsep.join(
+            [PEERS_LIB, str(ROOT / "benchmarks"), str(ROOT)]
+        ),
+    )
+    cmd = [sys.executable, str(ROOT / "benchmarks" / script), *map(str, args)]
+    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
+    if proc.returncode != 0:
+        return None, (
+            f"{script} failed (rc {proc.returncode}): {proc.stderr[-800:]}"
+        )
+    return proc, None
+
+
 class RunLog:
     """Finished runs of a benchmark, appended as each one ends, so that an
     interrupted benchmark resumes where it stopped.

@@ -34,7 +34,6 @@ import gzip
 import json
 import math
 import os
-import subprocess
 import sys
 import tempfile
 import time
@@ -59,8 +58,6 @@ from keras_compact.sparse.selection import (
     default_dense_layers,
     scan,
 )
-
-PEER_PYTHON = "/work/peers-venv/bin/python"
 
 
 def sparse_layer_size(model):
@@ -157,34 +154,25 @@ def gz_size(path):
 
 
 def run_peer(args, out_json):
-    if not os.path.exists(PEER_PYTHON):
-        return None, f"peer venv missing: {PEER_PYTHON}"
-    env = dict(
-        os.environ, TF_USE_LEGACY_KERAS="1", PYTHONPATH=str(harness.ROOT)
-    )
-    cmd = [
-        PEER_PYTHON,
-        str(harness.ROOT / "benchmarks" / "sparse_tfmot_peer.py"),
+    _, error = harness.run_peer(
+        "sparse_tfmot_peer.py",
         "--epochs",
-        str(args.epochs),
+        args.epochs,
         "--n-per-class",
-        str(args.n_per_class),
+        args.n_per_class,
         "--batch-size",
-        str(args.batch_size),
+        args.batch_size,
         "--seed",
-        str(args.seed),
+        args.seed,
         "--frequency",
-        str(args.dt),
+        args.dt,
         "--sparsities",
-        *[str(s) for s in args.sparsities],
+        *args.sparsities,
         "--out",
         out_json,
-    ]
-    proc = subprocess.run(cmd, env=env, capture_output=True, text=True)
-    if proc.returncode != 0:
-        return None, (
-            f"tfmot peer failed (rc {proc.returncode}): {proc.stderr[-800:]}"
-        )
+    )
+    if error:
+        return None, error
     with open(out_json) as f:
         return json.load(f), None
 

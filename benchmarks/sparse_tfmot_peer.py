@@ -4,15 +4,15 @@ Gradual magnitude pruning (Zhu and Gupta 2017, cubic schedule) with
 tfmot 0.8 on legacy tf_keras, which is the only Keras tfmot supports. It
 must run in its own process and environment:
 
-    TF_USE_LEGACY_KERAS=1 PYTHONPATH=. /work/peers-venv/bin/python \
+    TF_USE_LEGACY_KERAS=1 PYTHONPATH=/work/peers-lib:benchmarks:. python \
         benchmarks/sparse_tfmot_peer.py --out peer.json
 
-(`/work/peers-venv`: `pip install tensorflow==2.21.* tf-keras==2.21.*
-tensorflow-model-optimization==0.8.*`.) The architecture is CIFAR ResNet-8
-rebuilt layer for layer in tf_keras (same names, no conv bias, He-normal,
-BatchNormalization momentum 0.9 and epsilon 1e-5 as the zoo),
-trained with the same data pipeline (keras_compact.data, same seed, same
-subset and augmentation), the same optimizer and schedule, and the same
+(`/work/peers-lib`: see `benchmarks/harness.py`, whose `run_peer` launches
+it so; `--n-per-class 0` trains on the full training set.) The architecture
+is CIFAR ResNet-8 rebuilt layer for layer in tf_keras (same names, no conv
+bias, He-normal, BatchNormalization momentum 0.9 and epsilon 1e-5 as the
+zoo), trained with the same data pipeline (keras_compact.data, same seed,
+same subset and augmentation), the same optimizer and schedule, and the same
 layers pruned (every conv but the stem and the 1x1 shortcuts, plus the
 classifier), each to the target sparsity (tfmot prunes layer-wise).
 """
@@ -164,7 +164,7 @@ def main():
     splits = load_dataset(
         "cifar10",
         batch_size=args.batch_size,
-        n_per_class=args.n_per_class,
+        n_per_class=args.n_per_class or None,
         seed=args.seed,
     )
     rows = []
