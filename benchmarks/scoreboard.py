@@ -3,29 +3,37 @@
 A campaign of named runs (task x arm x seed). Each run trains with the
 project's one recipe (`keras_compact.training.train_classifier`) on the FULL
 training set (10% held out for validation) and is scored on the FULL test
-set, float and int8 as shipped (post-training int8 .tflite run by LiteRT).
+set: float, int8 after post-training quantization (the .tflite as shipped,
+run by LiteRT) and, for the arms in `QAT_ARMS`, int8 after a
+quantization-aware fine-tuning phase of the stripped model.
 
 Built to run for days in the background on a 2-core machine:
 
 - every run checkpoints every epoch (`keras.callbacks.BackupAndRestore`)
   into its own folder under `--campaign-dir` (outside the repository), and
   its data pipeline follows fit's epoch, so an interrupted run resumes with
-  the batches an uninterrupted one would have seen;
-- each finished run is appended to `benchmarks/results/scoreboard_runs.json`
+  the batches an uninterrupted one would have seen; the trained float model
+  is saved there before the int8 and QAT steps, and the distillation
+  teacher of each dataset is trained once and kept there;
+- each finished run is appended to `benchmarks/results/<name>_runs.json`
   at once; a rerun of the same command skips finished runs;
 - `--dry-run` measures each arm's step time for a few steps and prints the
   estimated CPU hours of what is left, before anything trains;
-- `--max-runs N` stops after N runs (to fill one session), `--only` picks
-  tasks / arms / seeds.
+- `--max-runs N` stops after N runs (to fill one session); `--tasks`,
+  `--arms` and `--seeds` select.
 
-Within a seed every arm sees the same batch order and augmentation (a fresh
-seeded pipeline per run). Arms whose technique has not landed yet are
-listed as pending.
+The campaign: the three main tasks with every arm (single techniques on
+the first seed only, plain and the combined recipe on every seed), and
+resnet8 at four more widths with plain and the combined recipe (accuracy
+against MACs). Within a seed every arm sees the same batch order and
+augmentation (a fresh seeded pipeline per run).
 
     nice -n 10 python benchmarks/scoreboard.py --dry-run
-    nice -n 10 python benchmarks/scoreboard.py --only arm=plain --max-runs 2
+    nice -n 10 python benchmarks/scoreboard.py --arms plain --max-runs 2
+    python benchmarks/scoreboard.py --report
 
-Writes benchmarks/results/scoreboard.{md,json} and scoreboard_runs.json.
+Writes benchmarks/results/<name>.{md,json} (default `scoreboard`), the
+accuracy-vs-MACs plot <name>_macs.png and <name>_runs.json.
 """
 
 import argparse
@@ -35,17 +43,17 @@ import pathlib
 import sys
 import tempfile
 import time
+import types
 
 import harness  # noqa: F401  (first: it sets the environment)
 import keras
 import numpy as np
 from harness import RESULTS, write_results
+from sparse_cifar10 import policies, sparse_layer_size, thin_width
 
 from keras_compact import data, models, training
 from keras_compact.export import export_tflite, verify_tflite
 from keras_compact.graph import count_macs
-
-RUNS_FILE = RESULTS / "scoreboard_runs.json"
 
 # name: (dataset, model name, model kwargs, epochs, learning rate)
 TASKS = {
@@ -53,107 +61,170 @@ TASKS = {
     "cifar10_mbv2_035": (
         "cifar10",
         "mobilenet_v2",
-        {"alpha": 0.35, "cifar_stem": True},
+        {"width_multiplier": 0.35, "cifar_stem": True},
         30,
         0.05,
     ),
     "fmnist_tiny_cnn": ("fashion_mnist", "tiny_cnn", {}, 15, 0.05),
 }
+# Accuracy vs MACs: resnet8 at other widths (1.0 is cifar10_resnet8).
+SWEEP_WIDTHS = (0.5, 0.75, 1.25, 1.5)
+SWEEP = {
+    f"cifar10_resnet8_w{w}": (
+        "cifar10",
+        "resnet8",
+        {"width_multiplier": w},
+        30,
+        0.05,
+    )
+    for w in SWEEP_WIDTHS
+}
+ALL_TASKS = {**TASKS, **SWEEP}
+SWEEP_ARMS = ("plain", "combined")
+# Arms trained on every seed; the others on the first seed only (budget).
+ALL_SEED_ARMS = ("plain", "combined")
+# Arms whose stripped model also gets a QAT fine-tuning phase (budget).
+QAT_ARMS = ("plain", "combined")
+# The distillation teacher of each dataset: (model, kwargs), trained once
+# with seed 0 and the recipe of the dataset's main task.
+TEACHERS = {
+    "cifar10": ("resnet20", {}),
+    "fashion_mnist": ("tiny_cnn", {"width_multiplier": 2.0}),
+}
+SPARSITY = 0.9
 
 
-def _sparse(policy, sparsity=0.9):
-    def make():
+class Context(types.SimpleNamespace):
+    """What a technique factory may need: the task, epochs, steps per
+    epoch, seed, and `teacher()` (trains or loads the dataset's teacher)."""
+
+
+def _sparse(policy):
+    def make(ctx):
         from keras_compact import SparseTraining
-        from keras_compact.sparse import DSR, RigL, Static
 
-        policies = {"DSR": DSR, "RigL": RigL, "static": Static}
-        return [SparseTraining(sparsity, policy=policies[policy]())]
+        # The references' schedules in iterations, never below one epoch
+        # (the sparse benchmark's `policies`).
+        make_policy, _ = policies(
+            types.SimpleNamespace(epochs=ctx.epochs), ctx.steps
+        )
+        return [
+            SparseTraining(
+                SPARSITY, policy=make_policy[policy](), seed=ctx.seed
+            )
+        ]
 
     return make
 
 
-def _netaug():
+def _netaug(ctx):
     from keras_compact import NetAug
 
-    return [NetAug()]
+    return [NetAug(seed=ctx.seed)]
 
 
-def _aux():
+def _aux(ctx):
     from keras_compact import AuxiliaryModule
 
     return [AuxiliaryModule()]
 
 
-def _qat():
-    # Float training, then quantization-aware fine-tuning over the last 20%
-    # of the same epochs (BN frozen from then on); the int8 file uses the
-    # trained ranges.
-    from keras_compact import QuantizationAwareTraining
+def _reparam(ctx):
+    # ExpandNets: the best family on resnet8 (reparam_cifar10_resnet8.md).
+    from keras_compact import Reparameterize
 
-    return [QuantizationAwareTraining(start=0.8)]
+    return [Reparameterize("expandnets", seed=ctx.seed)]
 
 
-def _reparam(family):
-    def make():
-        from keras_compact import Reparameterize
-
-        return [Reparameterize(family)]
-
-    return make
+def _distill(ctx):
+    return [training.Distillation(ctx.teacher())]
 
 
-# name: techniques factory, or None for an arm that is not available yet
-# (its reason is in PENDING).
+def _combined(ctx):
+    # ExpandNets + distillation: the two measured gains that compose
+    # (NetAug and QAT are refused with Reparameterize; NetAug lost to
+    # plain training given its wall-clock). Int8 after QAT: a fine-tuning
+    # phase of the folded model (QAT_ARMS).
+    return _reparam(ctx) + _distill(ctx)
+
+
+# name: techniques factory (None: trains no techniques).
 ARMS = {
-    "plain": lambda: [],
+    "plain": None,
     # Plain training for as long (wall clock) as the costliest technique
     # arm of the task: its epochs are set from the finished runs.
-    "plain_wallclock": lambda: [],
+    "plain_wallclock": None,
+    "distill": _distill,
     "netaug": _netaug,
     "aux": _aux,
+    "reparam": _reparam,
     "dsr90": _sparse("DSR"),
     "rigl90": _sparse("RigL"),
     "static90": _sparse("static"),
-    "distill": None,
-    "reparam_acnet": _reparam("acnet"),
-    "reparam_repvgg": _reparam("repvgg"),
-    "qat": _qat,
-    "combined": None,
+    # A dense model narrowed to the 90%-sparse model's non-zero count.
+    "thin90": None,
+    # tensorflow-model-optimization's gradual magnitude pruning to 90%, in
+    # a process of its own (legacy tf_keras); resnet8 tasks only.
+    "tfmot_gmp90": None,
+    "combined": _combined,
 }
-PENDING = {
-    "distill": "needs a trained teacher per task (its cost counted)",
-    "combined": "chosen once the single techniques are measured",
-}
+NEEDS_TEACHER = ("distill", "combined")
+
+
+def results_paths(name):
+    return RESULTS / f"{name}_runs.json", RESULTS / f"{name}_macs.png"
 
 
 def splits_for(task, seed, batch_size):
-    dataset = TASKS[task][0]
+    dataset = ALL_TASKS[task][0]
     return data.load_dataset(dataset, batch_size=batch_size, seed=seed)
 
 
-def model_for(task):
-    dataset, name, kwargs, _, _ = TASKS[task]
+def build(task, name=None, **override):
+    dataset, model_name, kwargs, _, _ = ALL_TASKS[task]
     info = data.dataset_info(dataset)
     return models.get_model(
-        name,
+        name or model_name,
         input_shape=info.input_shape,
         num_classes=info.num_classes,
-        **kwargs,
+        **({**kwargs, **override} if name is None else override),
     )
 
 
-def load_runs():
-    if RUNS_FILE.exists():
-        return json.loads(RUNS_FILE.read_text())["runs"]
+def thin_model(task):
+    """The task's model narrowed to the non-zero count of its 90%-sparse
+    version, and that width."""
+    dataset, name, kwargs, _, _ = ALL_TASKS[task]
+    info = data.dataset_info(dataset)
+    full = build(task)
+    target = full.count_params() - SPARSITY * sparse_layer_size(full)
+    base = kwargs.get("width_multiplier", 1.0)
+    rest = {k: v for k, v in kwargs.items() if k != "width_multiplier"}
+    width, _ = thin_width(
+        name,
+        target,
+        widths=base * np.arange(0.1, 1.0, 0.01),
+        input_shape=info.input_shape,
+        num_classes=info.num_classes,
+        **rest,
+    )
+    return build(task, width_multiplier=width), width
+
+
+def load_runs(name):
+    path, _ = results_paths(name)
+    if path.exists():
+        return json.loads(path.read_text())["runs"]
     return []
 
 
-def save_run(row):
-    runs = [r for r in load_runs() if r["run"] != row["run"]] + [row]
+def save_run(name, row):
+    path, _ = results_paths(name)
+    runs = [r for r in load_runs(name) if r["run"] != row["run"]] + [row]
     RESULTS.mkdir(parents=True, exist_ok=True)
-    tmp = RUNS_FILE.with_suffix(".tmp")
+    tmp = path.with_suffix(".tmp")
     tmp.write_text(json.dumps({"runs": runs}, indent=1))
-    tmp.replace(RUNS_FILE)
+    tmp.replace(path)
 
 
 def planned(args):
@@ -161,8 +232,14 @@ def planned(args):
     out = []
     for task in args.tasks:
         for arm in args.arms:
-            for seed in args.seeds:
-                out.append((task, arm, seed))
+            if task in SWEEP and arm not in SWEEP_ARMS:
+                continue
+            if arm == "tfmot_gmp90" and ALL_TASKS[task][1] != "resnet8":
+                continue
+            seeds = args.seeds
+            if arm not in ALL_SEED_ARMS or task in SWEEP:
+                seeds = args.seeds[:1]
+            out += [(task, arm, seed) for seed in seeds]
     return out
 
 
@@ -170,30 +247,29 @@ def run_name(task, arm, seed):
     return f"{task}/{arm}/s{seed}"
 
 
-def int8_accuracy(trainer, splits, workdir):
-    """The int8 .tflite (post-training quantization) on the full test set."""
-    path = os.path.join(workdir, "model_int8.tflite")
-    export_tflite(
-        trainer,
-        path,
-        quantization="int8",
-        representative_data=data.representative_images(splits, n=500),
-    )
-    x, y = data.as_numpy(splits.test)
-    report = verify_tflite(path, trainer, x, y, latency_runs=50)
-    return report
+def int8_report(model, path, splits, x, y, calibrate=True):
+    """Exports `model` (a Keras model or a QAT trainer) to an int8 .tflite
+    and runs it on the test arrays."""
+    kwargs = {}
+    if calibrate:
+        kwargs["representative_data"] = data.representative_images(
+            splits, n=500
+        )
+    export_tflite(model, path, quantization="int8", **kwargs)
+    return verify_tflite(path, model, x, y, latency_runs=50)
 
 
-def wallclock_epochs(task, epochs, runs=None):
+def wallclock_epochs(name, task, epochs, runs=None):
     """Epochs of plain training that cost as much wall clock as the
     costliest finished technique arm of `task` (its median step time
     against plain's, times `epochs`), or None while there is none."""
-    runs = load_runs() if runs is None else runs
-    plain = [r for r in runs if r["task"] == task and r["arm"] == "plain"]
+    runs = load_runs(name) if runs is None else runs
+    mine = [r for r in runs if r["task"] == task and r.get("median_step_ms")]
+    plain = [r for r in mine if r["arm"] == "plain"]
     others = [
         r
-        for r in runs
-        if r["task"] == task and r["arm"] not in ("plain", "plain_wallclock")
+        for r in mine
+        if r["arm"] not in ("plain", "plain_wallclock", "thin90", "combined")
     ]
     if not plain or not others:
         return None
@@ -202,56 +278,225 @@ def wallclock_epochs(task, epochs, runs=None):
     return max(epochs, int(round(epochs * ratio)))
 
 
-def train_run(args, task, arm, seed):
+def checkpoints(folder, prefix=""):
+    """A fit's callbacks: a backup every epoch (an interrupted fit resumes)
+    and its history, in the run's folder."""
+    return [
+        keras.callbacks.BackupAndRestore(str(folder / f"{prefix}backup")),
+        keras.callbacks.CSVLogger(
+            str(folder / f"{prefix}history.csv"), append=True
+        ),
+    ]
+
+
+def train_teacher(args, dataset):
+    """The dataset's teacher, trained once (seed 0) and kept in the
+    campaign folder; returns `(model, info)`."""
+    folder = pathlib.Path(args.campaign_dir) / "teachers" / dataset
+    path, meta = folder / "teacher.keras", folder / "teacher.json"
+    if path.exists() and meta.exists():
+        return keras.saving.load_model(path), json.loads(meta.read_text())
+    task = next(t for t, v in TASKS.items() if v[0] == dataset)
     _, _, _, epochs, lr = TASKS[task]
+    name, kwargs = TEACHERS[dataset]
+    folder.mkdir(parents=True, exist_ok=True)
+    splits = splits_for(task, 0, args.batch_size)
+    keras.utils.set_random_seed(0)
+    model = build(task, name, **kwargs)
+    print(f"teacher {dataset}: {name} {kwargs}", flush=True)
+    t0 = time.perf_counter()
+    res = training.train_classifier(
+        model,
+        splits,
+        args.epochs or epochs,
+        learning_rate=lr,
+        seed=0,
+        verbose=0,
+        callbacks=checkpoints(folder),
+    )
+    info = {
+        "teacher": f"{name} {kwargs}",
+        "teacher_acc": res.test_accuracy,
+        "teacher_hours": (time.perf_counter() - t0) / 3600,
+        "teacher_params": int(model.count_params()),
+    }
+    model.save(path)
+    meta.write_text(json.dumps(info))
+    return model, info
+
+
+def float_phase(args, task, arm, seed, folder):
+    """Trains the arm (resumable) and saves the stripped float model;
+    returns `(model, info)`, loading them when already done."""
+    path, meta = folder / "float.keras", folder / "float.json"
+    if path.exists() and meta.exists():
+        return keras.saving.load_model(path), json.loads(meta.read_text())
+    dataset, _, _, epochs, lr = ALL_TASKS[task]
     epochs = args.epochs or epochs
+    info = {"epochs": epochs}
     if arm == "plain_wallclock":
-        epochs = wallclock_epochs(task, epochs)
-    backup = pathlib.Path(args.campaign_dir) / task / arm / f"s{seed}"
-    backup.mkdir(parents=True, exist_ok=True)
+        epochs = info["epochs"] = wallclock_epochs(args.name, task, epochs)
     splits = splits_for(task, seed, args.batch_size)
+    teacher = {}
+
+    def get_teacher():
+        model, teacher["info"] = train_teacher(args, dataset)
+        return model
+
+    ctx = Context(
+        task=task,
+        epochs=epochs,
+        steps=int(splits.train.cardinality()),
+        seed=seed,
+        teacher=get_teacher,
+    )
     keras.utils.set_random_seed(seed)
-    model = model_for(task)
+    if arm == "thin90":
+        model, info["thin_width"] = thin_model(task)
+    else:
+        model = build(task)
+    techniques = ARMS[arm](ctx) if ARMS[arm] else []
     t0 = time.perf_counter()
     res = training.train_classifier(
         model,
         splits,
         epochs,
-        techniques=ARMS[arm](),
+        techniques=techniques,
         learning_rate=lr,
         seed=seed,
         verbose=0,
-        callbacks=[
-            keras.callbacks.BackupAndRestore(str(backup / "backup")),
-            keras.callbacks.CSVLogger(str(backup / "history.csv"), append=True),
-        ],
+        callbacks=checkpoints(folder),
+    )
+    compact = res.trainer.strip()
+    info.update(
+        float_acc=res.test_accuracy,
+        train_hours=(time.perf_counter() - t0) / 3600,
+        median_step_ms=res.median_step_ms,
+        **teacher.get("info", {}),
+    )
+    compact.save(path)
+    meta.write_text(json.dumps(info))
+    return compact, info
+
+
+def qat_phase(args, task, seed, model, folder, splits, x, y):
+    """Quantization-aware fine-tuning of the stripped float model (the
+    QAT benchmark's recipe: BN frozen, lr 0.005, a tenth of the epochs, at
+    least 2); returns its int8 report and hours."""
+    from keras_compact import QuantizationAwareTraining
+
+    epochs = max(2, round(0.1 * (args.epochs or ALL_TASKS[task][3])))
+    t0 = time.perf_counter()
+    res = training.train_classifier(
+        model,
+        splits,
+        epochs,
+        techniques=[QuantizationAwareTraining(freeze_bn_delay=0)],
+        learning_rate=0.005,
+        seed=seed,
+        verbose=0,
+        callbacks=checkpoints(folder, "qat_"),
     )
     hours = (time.perf_counter() - t0) / 3600
-    compact = res.trainer.strip()
     with tempfile.TemporaryDirectory() as tmp:
-        report = int8_accuracy(res.trainer, splits, tmp)
+        path = os.path.join(tmp, "qat_int8.tflite")
+        report = int8_report(res.trainer, path, splits, x, y, calibrate=False)
+    return report, hours
+
+
+def peer_run(args, task, seed, folder):
+    """The tfmot gradual-magnitude-pruning peer (resnet8 only)."""
+    _, _, kwargs, epochs, lr = ALL_TASKS[task]
+    out = folder / "peer.json"
+    _, error = harness.run_peer(
+        "sparse_tfmot_peer.py",
+        "--sparsities",
+        SPARSITY,
+        "--epochs",
+        args.epochs or epochs,
+        "--n-per-class",
+        0,
+        "--batch-size",
+        args.batch_size,
+        "--seed",
+        seed,
+        "--lr",
+        lr,
+        "--frequency",
+        100,
+        "--out",
+        out,
+    )
+    if error:
+        raise RuntimeError(error)
+    row = json.loads(out.read_text())["rows"][0]
     return {
-        "run": run_name(task, arm, seed),
-        "task": task,
-        "arm": arm,
-        "seed": seed,
-        "epochs": epochs,
-        "float_acc": res.test_accuracy,
-        "int8_acc": report.tflite_accuracy,
-        "int8_bytes": report.size_bytes,
-        "int8_latency_ms": report.latency_ms_1_thread,
-        "params": int(compact.count_params()),
-        "macs": int(count_macs(compact)),
-        "train_hours_this_call": hours,
-        "median_step_ms": res.median_step_ms,
+        "epochs": args.epochs or epochs,
+        "float_acc": row["test_acc"],
+        "nonzero_params": row["nonzero_params"],
+        "train_hours": row["train_s"] / 3600,
+        "median_step_ms": None,
     }
 
 
-def step_seconds(task, arm, batch_size, steps=6):
-    """Median seconds of one training step of `arm` on `task`."""
-    splits = splits_for(task, 0, batch_size)
+def train_run(args, task, arm, seed):
+    folder = pathlib.Path(args.campaign_dir) / task / arm / f"s{seed}"
+    folder.mkdir(parents=True, exist_ok=True)
+    row = {"run": run_name(task, arm, seed), "task": task, "arm": arm}
+    row["seed"] = seed
+    if arm == "tfmot_gmp90":
+        return {**row, **peer_run(args, task, seed, folder)}
+    model, info = float_phase(args, task, arm, seed, folder)
+    splits = splits_for(task, seed, args.batch_size)
+    x, y = data.as_numpy(splits.test)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = os.path.join(tmp, "model_int8.tflite")
+        ptq = int8_report(model, path, splits, x, y)
+    row.update(info)
+    row.update(
+        int8_acc=ptq.tflite_accuracy,
+        int8_bytes=ptq.size_bytes,
+        int8_latency_ms=ptq.latency_ms_1_thread,
+        params=int(model.count_params()),
+        nonzero_params=int(
+            sum(
+                np.count_nonzero(keras.ops.convert_to_numpy(w))
+                for w in model.weights
+                if len(w.shape) > 0
+            )
+        ),
+        macs=int(count_macs(model)),
+    )
+    if arm in QAT_ARMS:
+        qat, hours = qat_phase(args, task, seed, model, folder, splits, x, y)
+        row.update(qat_int8_acc=qat.tflite_accuracy, qat_hours=hours)
+    return row
+
+
+def step_seconds(args, task, arm, steps=6):
+    """Median seconds of one training step of `arm` on `task`, and the
+    number of steps of an epoch."""
+    splits = splits_for(task, 0, args.batch_size)
     x, y = next(iter(splits.train))
-    trainer = training.Trainer(model_for(task), techniques=ARMS[arm]())
+    dataset = ALL_TASKS[task][0]
+    ctx = Context(
+        task=task,
+        epochs=ALL_TASKS[task][3],
+        steps=int(splits.train.cardinality()),
+        seed=0,
+        # Untrained: the step costs the same.
+        teacher=lambda: build(
+            task, TEACHERS[dataset][0], **TEACHERS[dataset][1]
+        ),
+    )
+    if arm == "teacher":
+        model = ctx.teacher()
+    elif arm == "thin90":
+        model = thin_model(task)[0]
+    else:
+        model = build(task)
+    make = ARMS.get(arm)
+    trainer = training.Trainer(model, techniques=make(ctx) if make else None)
     trainer.compile(
         optimizer=training.make_optimizer("sgd", 0.05),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -261,24 +506,49 @@ def step_seconds(task, arm, batch_size, steps=6):
         t0 = time.perf_counter()
         trainer.train_on_batch(x, y)
         times.append(time.perf_counter() - t0)
-    return float(np.median(times[2:])), int(splits.train.cardinality())
+    return float(np.median(times[2:])), ctx.steps
 
 
 def dry_run(args, todo):
     total = 0.0
     lines = []
     cache = {}
-    for task, arm, seed in todo:
+
+    def estimate(label, task, arm, epochs):
         if (task, arm) not in cache:
-            cache[(task, arm)] = step_seconds(task, arm, args.batch_size)
+            # The peer is costed as plain training (it is not Keras 3).
+            timed = (
+                "plain" if arm in ("tfmot_gmp90", "plain_wallclock") else arm
+            )
+            cache[(task, arm)] = step_seconds(args, task, timed)
         sec, steps = cache[(task, arm)]
-        epochs = args.epochs or TASKS[task][3]
         hours = sec * steps * epochs / 3600
-        total += hours
         lines.append(
-            f"{run_name(task, arm, seed)}: {steps} steps x {epochs} epochs x "
+            f"{label}: {steps} steps x {epochs} epochs x "
             f"{sec * 1e3:.0f} ms = {hours:.2f} h"
         )
+        return hours
+
+    teachers = set()
+    for task, arm, seed in todo:
+        dataset, _, _, epochs, _ = ALL_TASKS[task]
+        epochs = args.epochs or epochs
+        if arm == "plain_wallclock":
+            epochs = wallclock_epochs(args.name, task, epochs) or 2 * epochs
+        if arm in QAT_ARMS:
+            epochs += max(2, round(0.1 * epochs))
+        total += estimate(run_name(task, arm, seed), task, arm, epochs)
+        folder = pathlib.Path(args.campaign_dir) / "teachers" / dataset
+        if arm in NEEDS_TEACHER and dataset not in teachers:
+            teachers.add(dataset)
+            if not (folder / "teacher.keras").exists():
+                main = next(t for t, v in TASKS.items() if v[0] == dataset)
+                total += estimate(
+                    f"teacher {dataset} ({TEACHERS[dataset][0]})",
+                    main,
+                    "teacher",
+                    args.epochs or TASKS[main][3],
+                )
     print("\n".join(lines))
     print(
         f"estimated: {total:.1f} CPU hours for {len(todo)} runs "
@@ -286,10 +556,14 @@ def dry_run(args, todo):
     )
 
 
-def report():
-    runs = load_runs()
+def _mean(rows, key):
+    vals = [100 * r[key] for r in rows if r.get(key) is not None]
+    return float(np.mean(vals)) if vals else None
+
+
+def summarize(runs):
     summary = []
-    for task in TASKS:
+    for task in ALL_TASKS:
         plain = {
             r["seed"]: r
             for r in runs
@@ -309,39 +583,165 @@ def report():
                     "task": task,
                     "arm": arm,
                     "seeds": len(rs),
-                    "float_acc": float(
-                        np.mean([100 * r["float_acc"] for r in rs])
+                    "epochs": rs[0]["epochs"],
+                    "float_acc": _mean(rs, "float_acc"),
+                    "float_per_seed": " / ".join(
+                        f"{100 * r['float_acc']:.2f}" for r in rs
                     ),
-                    "int8_acc": float(
-                        np.mean([100 * (r["int8_acc"] or 0) for r in rs])
-                    ),
+                    "int8_acc": _mean(rs, "int8_acc"),
+                    "qat_int8_acc": _mean(rs, "qat_int8_acc"),
                     "delta_vs_plain": float(np.mean(deltas))
                     if deltas and arm != "plain"
                     else None,
-                    "params": rs[0]["params"],
-                    "macs": rs[0]["macs"],
-                    "int8_kb": rs[0]["int8_bytes"] / 1024,
-                    "int8_latency_ms": rs[0]["int8_latency_ms"],
+                    "nonzero_params": rs[0].get("nonzero_params"),
+                    "macs": rs[0].get("macs"),
+                    "int8_kb": rs[0]["int8_bytes"] / 1024
+                    if rs[0].get("int8_bytes")
+                    else None,
+                    "int8_latency_ms": rs[0].get("int8_latency_ms"),
                     "train_hours": float(
-                        np.sum([r["train_hours_this_call"] for r in rs])
+                        np.sum(
+                            [
+                                r["train_hours"] + r.get("qat_hours", 0)
+                                for r in rs
+                            ]
+                        )
                     ),
                 }
             )
-    notes = [f"pending arm {a}: {why}" for a, why in PENDING.items()]
+    return summary
+
+
+def sweep_points(summary):
+    """`{arm: [(macs, float_acc, task)]}` of resnet8 at every width."""
+    points = {}
+    for s in summary:
+        if s["arm"] in SWEEP_ARMS and (
+            s["task"] in SWEEP or s["task"] == "cifar10_resnet8"
+        ):
+            points.setdefault(s["arm"], []).append(
+                (s["macs"], s["float_acc"], s["task"])
+            )
+    return {arm: sorted(p) for arm, p in points.items()}
+
+
+def plot_sweep(points, path):
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for arm, pts in points.items():
+        ax.plot(
+            [m / 1e6 for m, _, _ in pts],
+            [a for _, a, _ in pts],
+            marker="o",
+            label=arm,
+        )
+    ax.set_xlabel("MACs (millions)")
+    ax.set_ylabel("CIFAR-10 test accuracy (%)")
+    ax.set_title("resnet8 at several widths, full CIFAR-10")
+    ax.grid(alpha=0.3)
+    ax.legend()
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+
+
+def verdicts(summary, points):
+    """The issue's goals, each met or not (or not measured yet)."""
+    by = {(s["task"], s["arm"]): s for s in summary}
+    notes = []
+    r8 = "cifar10_resnet8"
+    plain, comb = by.get((r8, "plain")), by.get((r8, "combined"))
+    if plain and comb:
+        ok = (comb["int8_acc"] or 0) >= 85 and comb["delta_vs_plain"] >= 1
+        notes.append(
+            f"goal resnet8 combined int8 >= 85% and >= plain + 1.0: int8 "
+            f"{comb['int8_acc']:.2f}%, {comb['delta_vs_plain']:+.2f} vs "
+            f"plain: {'MET' if ok else 'NOT met'}"
+        )
+    for (task, arm), s in sorted(by.items()):
+        if arm in ("plain", "plain_wallclock", "combined") or task in SWEEP:
+            continue
+        if s["delta_vs_plain"] is not None:
+            notes.append(
+                f"{task} {arm}: {s['delta_vs_plain']:+.2f} vs plain "
+                f"({'>=' if s['delta_vs_plain'] >= 0 else '<'} plain)"
+            )
+    for task in TASKS:
+        dsr, static = by.get((task, "dsr90")), by.get((task, "static90"))
+        if dsr and static:
+            others = [
+                (name, by[(task, arm)]["float_acc"])
+                for name, arm in (("thin", "thin90"), ("tfmot", "tfmot_gmp90"))
+                if (task, arm) in by
+            ]
+            gap = dsr["float_acc"] - static["float_acc"]
+            notes.append(
+                f"{task} DSR 90%: {gap:+.2f} vs static (goal >= +1.0), "
+                + ", ".join(
+                    f"{dsr['float_acc'] - a:+.2f} vs {n}" for n, a in others
+                )
+            )
+    if len(points.get("plain", [])) > 1 and points.get("combined"):
+        plain_pts = points["plain"]
+        for macs, acc, task in points["combined"]:
+            match = [m for m, a, _ in plain_pts if a <= acc]
+            best = max(match) if match else None
+            notes.append(
+                f"sweep {task}: combined {acc:.2f}% at {macs / 1e6:.2f}M "
+                "MACs; the widest plain model it matches: "
+                + (
+                    f"{best / 1e6:.2f}M MACs ({best / macs:.2f}x; goal >= "
+                    f"1.5x: {'MET' if best >= 1.5 * macs else 'NOT met'})"
+                    if best
+                    else "none"
+                )
+            )
+    return notes
+
+
+def report(args):
+    runs = load_runs(args.name)
+    summary = summarize(runs)
+    points = sweep_points(summary)
+    _, png = results_paths(args.name)
+    notes = []
+    if any(len(p) > 1 for p in points.values()):
+        plot_sweep(points, png)
+        notes.append(f"accuracy vs MACs: {png.name}")
+    notes += verdicts(summary, points)
+    notes.append(
+        "single-technique arms: seed "
+        f"{args.seeds[0]} only; plain and combined: seeds "
+        f"{' and '.join(map(str, args.seeds))}; int8 after QAT only for "
+        f"{' and '.join(QAT_ARMS)} (a fine-tuning phase of the stripped "
+        "model: a tenth of the epochs, lr 0.005, BN frozen)"
+    )
     budget = {
-        "tasks": {t: list(v) for t, v in TASKS.items()},
+        "tasks": {t: list(v) for t, v in ALL_TASKS.items()},
         "recipe": "train_classifier: SGD-Nesterov 0.9, cosine from the "
-        "task's lr, decoupled wd 5e-5, batch 128, pad-crop(+flip)",
+        "task's lr, decoupled wd 5e-5 (sparse arms too), batch 128, "
+        "pad-crop(+flip)",
+        "teachers": {d: list(t) for d, t in TEACHERS.items()},
+        "combined": "Reparameterize('expandnets') + Distillation",
         "data": "full training set (10% held out), full test set; a fresh "
         "seeded pipeline per run",
     }
-    write_results("scoreboard", summary, budget, notes)
+    write_results(args.name, summary, budget, notes)
 
 
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--tasks", nargs="+", default=list(TASKS))
-    p.add_argument("--arms", nargs="+", default=list(ARMS))
+    p.add_argument(
+        "--tasks",
+        nargs="+",
+        default=list(ALL_TASKS),
+        choices=list(ALL_TASKS),
+    )
+    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--epochs", type=int, default=None, help="override")
     p.add_argument("--batch-size", type=int, default=128)
@@ -349,30 +749,24 @@ def main(argv=None):
         "--campaign-dir",
         default=os.path.expanduser("~/.cache/keras_compact/scoreboard"),
     )
+    p.add_argument("--name", default="scoreboard", help="results name")
     p.add_argument("--max-runs", type=int, default=None)
     p.add_argument("--dry-run", action="store_true")
     p.add_argument("--report", action="store_true", help="tables only")
     args = p.parse_args(argv)
-    for name, known, values in (
-        ("--tasks", TASKS, args.tasks),
-        ("--arms", ARMS, args.arms),
-    ):
-        unknown = [v for v in values if v not in known]
-        if unknown:
-            p.error(f"unknown {name} {unknown}; known: {sorted(known)}")
     if args.report:
-        return report()
-    done = {r["run"] for r in load_runs()}
+        return report(args)
+    done = {r["run"] for r in load_runs(args.name)}
     todo = [
         (t, a, s)
         for t, a, s in planned(args)
         if run_name(t, a, s) not in done
-        and ARMS[a] is not None
-        and (a != "plain_wallclock" or wallclock_epochs(t, 1) is not None)
+        and (
+            a != "plain_wallclock"
+            or wallclock_epochs(args.name, t, 1) is not None
+            or args.dry_run
+        )
     ]
-    skipped = sorted({a for a in args.arms if ARMS[a] is None})
-    for a in skipped:
-        print(f"pending arm {a}: {PENDING[a]}")
     if args.dry_run:
         return dry_run(args, todo)
     for i, (task, arm, seed) in enumerate(todo):
@@ -380,9 +774,9 @@ def main(argv=None):
             break
         print(f"run {run_name(task, arm, seed)}", flush=True)
         row = train_run(args, task, arm, seed)
-        save_run(row)
+        save_run(args.name, row)
         print(json.dumps(row), flush=True)
-        report()
+        report(args)
 
 
 if __name__ == "__main__":

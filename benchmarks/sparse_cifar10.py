@@ -82,13 +82,16 @@ def nonzero_params(model):
     )
 
 
-def thin_width(name, target):
-    """The width multiplier whose dense param count is closest to target."""
+def thin_width(name, target, widths=None, **kwargs):
+    """`(width, params)`: the width multiplier (of `widths`, default 0.2 to
+    0.74) whose dense parameter count is closest to `target`; `kwargs` go
+    to `get_model`."""
     best = None
-    for w in np.arange(0.2, 0.75, 0.01):
-        n = models.get_model(name, width_multiplier=float(w)).count_params()
+    for w in np.arange(0.2, 0.75, 0.01) if widths is None else widths:
+        w = float(round(w, 3))
+        n = models.get_model(name, width_multiplier=w, **kwargs).count_params()
         if best is None or abs(n - target) < abs(best[1] - target):
-            best = (float(round(w, 2)), n)
+            best = (w, n)
     return best
 
 
