@@ -49,7 +49,12 @@ import harness  # noqa: F401  (first: it sets the environment)
 import keras
 import numpy as np
 from harness import RESULTS, write_results
-from sparse_cifar10 import policies, sparse_layer_size, thin_width
+from sparse_cifar10 import (
+    nonzero_params,
+    policies,
+    sparse_layer_size,
+    thin_width,
+)
 
 from keras_compact import data, models, training
 from keras_compact.export import export_tflite, verify_tflite
@@ -325,7 +330,7 @@ def train_teacher(args, dataset):
     return model, info
 
 
-def float_phase(args, task, arm, seed, folder):
+def float_phase(args, task, arm, seed, folder, splits):
     """Trains the arm (resumable) and saves the stripped float model;
     returns `(model, info)`, loading them when already done."""
     path, meta = folder / "float.keras", folder / "float.json"
@@ -336,7 +341,6 @@ def float_phase(args, task, arm, seed, folder):
     info = {"epochs": epochs}
     if arm == "plain_wallclock":
         epochs = info["epochs"] = wallclock_epochs(args.name, task, epochs)
-    splits = splits_for(task, seed, args.batch_size)
     teacher = {}
 
     def get_teacher():
@@ -446,8 +450,8 @@ def train_run(args, task, arm, seed):
     row["seed"] = seed
     if arm == "tfmot_gmp90":
         return {**row, **peer_run(args, task, seed, folder)}
-    model, info = float_phase(args, task, arm, seed, folder)
     splits = splits_for(task, seed, args.batch_size)
+    model, info = float_phase(args, task, arm, seed, folder, splits)
     x, y = data.as_numpy(splits.test)
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "model_int8.tflite")
@@ -458,13 +462,7 @@ def train_run(args, task, arm, seed):
         int8_bytes=ptq.size_bytes,
         int8_latency_ms=ptq.latency_ms_1_thread,
         params=int(model.count_params()),
-        nonzero_params=int(
-            sum(
-                np.count_nonzero(keras.ops.convert_to_numpy(w))
-                for w in model.weights
-                if len(w.shape) > 0
-            )
-        ),
+        nonzero_params=nonzero_params(model),
         macs=int(count_macs(model)),
     )
     if arm in QAT_ARMS:
