@@ -597,6 +597,8 @@ def summarize(runs):
                     if rs[0].get("int8_bytes")
                     else None,
                     "int8_latency_ms": rs[0].get("int8_latency_ms"),
+                    # The distillation teacher's cost, once per dataset.
+                    "teacher_hours": rs[0].get("teacher_hours"),
                     "train_hours": float(
                         np.sum(
                             [
@@ -755,21 +757,28 @@ def main(argv=None):
     if args.report:
         return report(args)
     done = {r["run"] for r in load_runs(args.name)}
-    todo = [
-        (t, a, s)
-        for t, a, s in planned(args)
-        if run_name(t, a, s) not in done
-        and (
-            a != "plain_wallclock"
-            or wallclock_epochs(args.name, t, 1) is not None
-            or args.dry_run
-        )
-    ]
+    # The equal-wall-clock arm last: its epochs come from the finished
+    # technique arms of its task.
+    todo = sorted(
+        (run for run in planned(args) if run_name(*run) not in done),
+        key=lambda run: run[1] == "plain_wallclock",
+    )
     if args.dry_run:
         return dry_run(args, todo)
-    for i, (task, arm, seed) in enumerate(todo):
-        if args.max_runs is not None and i >= args.max_runs:
+    trained = 0
+    for task, arm, seed in todo:
+        if args.max_runs is not None and trained >= args.max_runs:
             break
+        if (
+            arm == "plain_wallclock"
+            and wallclock_epochs(args.name, task, 1) is None
+        ):
+            print(
+                f"skip {run_name(task, arm, seed)}: no finished technique "
+                "arm of the task to take the wall clock from"
+            )
+            continue
+        trained += 1
         print(f"run {run_name(task, arm, seed)}", flush=True)
         row = train_run(args, task, arm, seed)
         save_run(args.name, row)
