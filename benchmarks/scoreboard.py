@@ -45,7 +45,7 @@ import tempfile
 import time
 import types
 
-import harness  # noqa: F401  (first: it sets the environment)
+import harness  # first: it sets the environment
 import keras
 import numpy as np
 from harness import RESULTS, write_results
@@ -186,6 +186,11 @@ def results_paths(name):
     return RESULTS / f"{name}_runs.json", RESULTS / f"{name}_macs.png"
 
 
+def main_task(dataset):
+    """The main task of a dataset (whose recipe its teacher trains with)."""
+    return next(t for t, v in TASKS.items() if v[0] == dataset)
+
+
 def splits_for(task, seed, batch_size):
     dataset = ALL_TASKS[task][0]
     return data.load_dataset(dataset, batch_size=batch_size, seed=seed)
@@ -309,7 +314,7 @@ def train_teacher(args, dataset):
     path, meta = folder / "teacher.keras", folder / "teacher.json"
     if path.exists() and meta.exists():
         return keras.saving.load_model(path), json.loads(meta.read_text())
-    task = next(t for t, v in TASKS.items() if v[0] == dataset)
+    task = main_task(dataset)
     _, _, _, epochs, lr = TASKS[task]
     name, kwargs = TEACHERS[dataset]
     folder.mkdir(parents=True, exist_ok=True)
@@ -548,7 +553,7 @@ def dry_run(args, todo):
         if arm in NEEDS_TEACHER and dataset not in teachers:
             teachers.add(dataset)
             if not (folder / "teacher.keras").exists():
-                main = next(t for t, v in TASKS.items() if v[0] == dataset)
+                main = main_task(dataset)
                 total += estimate(
                     f"teacher {dataset} ({TEACHERS[dataset][0]})",
                     main,
