@@ -115,14 +115,22 @@ def _import_backend(backend):
     return tf.lite.Interpreter, tf.lite.experimental.OpResolverType
 
 
-def _create(backend, path, num_threads, use_default_delegates, preserve=False):
+def _create(
+    backend,
+    path,
+    num_threads,
+    use_default_delegates,
+    preserve=False,
+    kernels="optimized",
+):
     cls, resolver = _import_backend(backend)
     extra = {"experimental_preserve_all_tensors": True} if preserve else {}
-    kind = (
-        resolver.AUTO
-        if use_default_delegates
-        else resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
-    )
+    if kernels == "reference":
+        kind = resolver.BUILTIN_REF
+    elif use_default_delegates:
+        kind = resolver.AUTO
+    else:
+        kind = resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES
     try:
         return cls(
             model_path=os.fspath(path),
@@ -152,12 +160,16 @@ def has_sparse_tensors(interpreter):
     )
 
 
+KERNELS = ("optimized", "reference")
+
+
 def _open(
     path,
     num_threads=1,
     use_default_delegates=None,
     backend=None,
     preserve_all_tensors=False,
+    kernels="optimized",
 ):
     """Returns `(interpreter, backend, used_default_delegates)`, allocated."""
     if not isinstance(path, (str, os.PathLike)) or not os.path.isfile(path):
@@ -185,6 +197,20 @@ def _open(
             f"Expected `backend` to be one of {BACKENDS} or None. "
             f"Received: backend={backend!r}"
         )
+    if kernels not in KERNELS:
+        raise ValueError(
+            f"Expected `kernels` to be one of {KERNELS}. "
+            f"Received: kernels={kernels!r}"
+        )
+    if kernels == "reference":
+        if use_default_delegates:
+            raise ValueError(
+                "The reference kernels run without delegates. Expected "
+                "`use_default_delegates` to be False or None with "
+                "kernels='reference'. Received: "
+                f"use_default_delegates={use_default_delegates!r}"
+            )
+        use_default_delegates = False
     candidates = BACKENDS if backend is None else (backend,)
     failures = []
     interpreter = None
@@ -196,6 +222,7 @@ def _open(
                 num_threads,
                 use_default_delegates is not False,
                 preserve_all_tensors,
+                kernels,
             )
         except (ImportError, AttributeError) as e:  # missing or broken
             failures.append(f"{name}: {type(e).__name__}: {e}")
@@ -246,6 +273,7 @@ def load_interpreter(
     use_default_delegates=True,
     backend=None,
     preserve_all_tensors=False,
+    kernels="optimized",
 ):
     """Loads a `.tflite` file into an allocated interpreter.
 
@@ -271,6 +299,12 @@ def load_interpreter(
             readable after `invoke()` (no buffer reuse; for debugging, with
             `use_default_delegates=False`: a delegate hides the tensors of
             the ops it runs). Defaults to False.
+        kernels: `"optimized"` (the default): the builtin kernels LiteRT
+            runs on a phone; `"reference"`: LiteRT's reference kernels
+            (`OpResolverType.BUILTIN_REF`, no delegate), the integer
+            arithmetic the microcontroller runtime ports and that a QAT
+            model's fake-quant view reproduces exactly (the optimized and
+            XNNPack int8 kernels may round ties differently).
 
     Returns:
         A tuple `(interpreter, backend)`: the interpreter, with tensors
@@ -296,7 +330,12 @@ def load_interpreter(
             f"preserve_all_tensors={preserve_all_tensors!r}"
         )
     interpreter, backend, _ = _open(
-        path, num_threads, use_default_delegates, backend, preserve_all_tensors
+        path,
+        num_threads,
+        False if kernels == "reference" else use_default_delegates,
+        backend,
+        preserve_all_tensors,
+        kernels,
     )
     return interpreter, backend
 
@@ -378,7 +417,12 @@ def run_interpreter(interpreter, x):
 
 
 def run_tflite(
-    path, x, num_threads=1, use_default_delegates=None, backend=None
+    path,
+    x,
+    num_threads=1,
+    use_default_delegates=None,
+    backend=None,
+    kernels="optimized",
 ):
     """Runs a `.tflite` file on a batch of inputs.
 
@@ -395,6 +439,7 @@ def run_tflite(
         use_default_delegates: see `load_interpreter`. Defaults to None:
             default delegates unless the file holds sparse tensors.
         backend: see `load_interpreter`. Defaults to None.
+        kernels: see `load_interpreter`. Defaults to `"optimized"`.
 
     Returns:
         A float numpy array `(n, ...)`, or a list of them for several
@@ -410,7 +455,9 @@ def run_tflite(
     logits = run_tflite("model_int8.tflite", x_test[:100])
     ```
     """
-    interpreter, _, _ = _open(path, num_threads, use_default_delegates, backend)
+    interpreter, _, _ = _open(
+        path, num_threads, use_default_delegates, backend, kernels=kernels
+    )
     return run_interpreter(interpreter, x)
 
 

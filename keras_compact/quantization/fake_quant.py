@@ -93,15 +93,26 @@ def _per_channel_bound(kernel, kind):
 
 
 def weight_scales(kernel, kind):
-    """The int8 weight scale of each output channel, `max|w_c| / 127`."""
-    return _per_channel_bound(kernel, kind)[1] / 127.0
+    """The int8 weight scale of each output channel, `max|w_c| / 127`,
+    as the converter stores it (computed in float64, stored as float32)."""
+    bound = _per_channel_bound(kernel, kind)[1]
+    return _stored_scale(bound, 127.0)
 
 
 def activation_scale(value_range):
-    """The int8 scale of an activation range, `(max - min) / 255` (the
-    converter's nudging moves the range, not its scale)."""
+    """The int8 scale of an activation range, `(max - min) / 255`, as the
+    converter stores it (the nudging moves the range, not its scale)."""
     lo, hi = effective_range(value_range)
-    return (hi - lo) / 255.0
+    return _stored_scale(
+        keras.ops.cast(hi, "float64") - keras.ops.cast(lo, "float64"), 255.0
+    )
+
+
+def _stored_scale(width, levels):
+    """`width / levels` computed in float64 and stored as float32, as the
+    converter computes a scale (a float32 division in a traced graph may be
+    rewritten as a multiplication by the reciprocal, an ulp away)."""
+    return keras.ops.cast(keras.ops.cast(width, "float64") / levels, "float32")
 
 
 def quantize_bias(bias, input_scale, weight_scales):

@@ -1,15 +1,19 @@
 """Where an int8 file and its fake-quant model part, tensor by tensor.
 
-`layerwise_fidelity` runs the file on LiteRT's builtin kernels (no
-delegate) keeping every intermediate tensor, and compares each requantized
-tensor of the fake-quant model (after each fused conv/dense + BN +
-activation, after each Add, Concatenate, pooling) with the file's tensor:
+`layerwise_fidelity` runs the file on LiteRT's reference kernels (the
+integer arithmetic the microcontroller runtime ports) keeping every
+intermediate tensor, and compares each requantized tensor of the
+fake-quant model (after each fused conv/dense + BN + activation, after
+each Add, Concatenate, pooling) with the file's tensor:
 
 - isolated: the fake-quant op recomputed from the file's OWN input tensors
-  (dequantized): the error that op adds by itself. Integer kernels round
-  differently from float arithmetic, so a small share of values may be one
-  step apart; more than one step means the fake-quant model does not
-  compute what the file computes at that op.
+  (dequantized): the error that op adds by itself. Convolutions, dense
+  layers and global average pooling follow the kernels' integer arithmetic
+  in inference (`keras_compact.quantization.integer`) and should match
+  exactly; ops left to float arithmetic (Add, Concatenate) may be one step
+  off on a small share of values (a tie rounded the other way); more than
+  one step means the fake-quant model does not compute what the file
+  computes at that op.
 - propagated: the fake-quant model run from the input: the error
   accumulated up to that tensor (one-step differences compound through a
   deep network).
@@ -30,7 +34,7 @@ def _file_tensors(path, x):
     """Every quantized integer op output of the file on `x` (batch 1):
     `{index: (values (n, ...), scale, zero point, op name)}`."""
     interpreter, _ = load_interpreter(
-        path, use_default_delegates=False, preserve_all_tensors=True
+        path, preserve_all_tensors=True, kernels="reference"
     )
     detail = _prepare_batch1(interpreter)
     # LiteRT's only op listing (also used by `check_int8_ops`).

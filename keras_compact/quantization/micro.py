@@ -193,16 +193,9 @@ def run_micro(path, x, arena_size=None):
 def run_litert_reference(path, x):
     """Runs a file with LiteRT's reference kernels
     (`OpResolverType.BUILTIN_REF`), the kernels the micro runtime ports."""
-    from ai_edge_litert import interpreter as litert
+    from keras_compact.export.interpreter import run_tflite
 
-    from keras_compact.export.interpreter import run_interpreter
-
-    interpreter = litert.Interpreter(
-        model_path=os.fspath(path),
-        experimental_op_resolver_type=litert.OpResolverType.BUILTIN_REF,
-    )
-    interpreter.allocate_tensors()
-    return run_interpreter(interpreter, x)
+    return run_tflite(path, x, kernels="reference")
 
 
 def output_step(path):

@@ -112,6 +112,18 @@ class QuantizationAwareTraining(Technique):
             `CONV_2D` matches LiteRT's integers exactly (its
             `FULLY_CONNECTED` does not always; see the README). Defaults
             to True.
+        integer_inference: whether the fake-quant model in inference
+            (`quantized_model()`, `evaluate`, validation in `fit`) computes
+            convolutions, dense layers and global average pooling with the
+            integer arithmetic of the int8 reference kernels (int32
+            accumulation, fixed-point requantization): its outputs then
+            equal the file's on LiteRT's reference kernels and on the
+            microcontroller runtime, bit for bit (measured:
+            `benchmarks/results/qat_fidelity.md`), at about 20x the float
+            inference time on CPU. False rounds once in float32 (fast; a
+            small share of values land one step off, and these differences
+            compound with depth). Training is the same either way. Defaults
+            to True.
         **kwargs: `Technique` (layer) arguments such as `name`.
 
     Raises:
@@ -149,6 +161,7 @@ class QuantizationAwareTraining(Technique):
         freeze_bn_delay=None,
         ema_decay=0.99,
         dense_as_conv=True,
+        integer_inference=True,
         **kwargs,
     ):
         kwargs.setdefault("name", "quantization_aware_training")
@@ -159,7 +172,9 @@ class QuantizationAwareTraining(Technique):
         )
         args.check_float(ema_decay, "ema_decay", 0.0, 1.0, high_open=True)
         args.check_bool(dense_as_conv, "dense_as_conv")
+        args.check_bool(integer_inference, "integer_inference")
         self.dense_as_conv = dense_as_conv
+        self.integer_inference = integer_inference
         self.start = start
         self.freeze_bn_delay = freeze_bn_delay
         self.ema_decay = float(ema_decay)
@@ -317,4 +332,5 @@ class QuantizationAwareTraining(Technique):
             "freeze_bn_delay": self.freeze_bn_delay,
             "ema_decay": self.ema_decay,
             "dense_as_conv": self.dense_as_conv,
+            "integer_inference": self.integer_inference,
         }

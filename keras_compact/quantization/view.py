@@ -28,7 +28,7 @@ import numpy as np
 
 from keras_compact.graph import kinds
 from keras_compact.graph.walk import ModelGraph, as_functional
-from keras_compact.quantization import fake_quant
+from keras_compact.quantization import fake_quant, integer
 from keras_compact.training import tensorflow_step
 from keras_compact.training.untracked import Untracked
 
@@ -132,12 +132,23 @@ class FusedLayer(keras.layers.Layer):
     as the converter folds it. Returns the pre-activation output.
     """
 
-    def __init__(self, context, kind, layer, bn, input_key=None, **kwargs):
+    def __init__(
+        self,
+        context,
+        kind,
+        layer,
+        bn,
+        input_key=None,
+        output_key=None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         self.kind = kind
         # The range of the tensor this layer reads (None: unknown), whose
         # scale sets the int32 grid of the bias.
         self.input_key = input_key
+        # The range its output is quantized on (None: not known here).
+        self.output_key = output_key
         self.refs = Untracked(context=context, layer=layer, bn=bn)
 
     def _kernel_bias(self):
@@ -177,6 +188,33 @@ class FusedLayer(keras.layers.Layer):
         kernel, bias = self.folded(round_bias)
         y = _compute(self.kind, x, kernel, self.refs)
         return y if bias is None else keras.ops.add(y, bias)
+
+    def _integer_call(self, x):
+        """Inference as the int8 kernel computes it (`integer`): exact
+        int32 accumulation, fixed-point requantization onto the output
+        range."""
+        kernel, bias = self.folded()
+        context = self.refs.context
+        return integer.requantize_linear(
+            lambda a, k: _compute(self.kind, a, k, self.refs),
+            x,
+            kernel,
+            bias,
+            context.range_variable(self.input_key),
+            fake_quant.weight_scales(kernel, self.kind),
+            context.range_variable(self.output_key),
+            lambda v: fake_quant.per_channel(v, kernel, self.kind),
+        )
+
+    def _integer_exact(self, x):
+        """Whether inference can follow the int8 kernel: both ranges
+        known, and a convolution or dense layer (a lone BN on a 4D tensor
+        is a 1x1 depthwise convolution in the file; elsewhere a MUL)."""
+        if self.input_key is None or self.output_key is None:
+            return False
+        if not self.refs.context.technique.integer_inference:
+            return False
+        return self.kind != "bn" or len(x.shape) == 4
 
     def _batch_statistics(self, x):
         """`(mean, variance)` of the batch at the BN's input (synchronized
@@ -236,6 +274,8 @@ class FusedLayer(keras.layers.Layer):
                 lambda: self._frozen_call(x, round_bias=False),
                 lambda: self._batch_call(x, statistics),
             )
+        if not training and self._integer_exact(x):
+            return self._integer_call(x)
         return self._frozen_call(x, round_bias=not training)
 
     def baked(self):
@@ -324,6 +364,40 @@ class BakedQuantizer(keras.layers.Layer):
         x = apply_activation(x, self.activation)
         value = keras.ops.convert_to_tensor(self.value_range)
         return fake_quant.quantize_activations(x, value)
+
+
+def integer_mean(op, input_key):
+    """Whether `op` is a global average pooling the file computes with
+    its int8 `MEAN` kernel (4D, channels last, no kept dims) on a known
+    input range."""
+    return (
+        isinstance(op, keras.layers.GlobalAveragePooling2D)
+        and not op.keepdims
+        and op.data_format == "channels_last"
+        and input_key is not None
+    )
+
+
+class IntegerMean(keras.layers.Layer):
+    """A `GlobalAveragePooling2D` that, in inference, computes the int8
+    `MEAN` kernel's result (`integer.requantize_mean`) on the output range;
+    in training, the user's layer."""
+
+    def __init__(self, context, layer, input_key, output_key, **kwargs):
+        super().__init__(**kwargs)
+        self.input_key = input_key
+        self.output_key = output_key
+        self.refs = Untracked(context=context, layer=layer)
+
+    def call(self, x, training=None):
+        context = self.refs.context
+        if training or not context.technique.integer_inference:
+            return self.refs.layer(x)
+        return integer.requantize_mean(
+            x,
+            context.range_variable(self.input_key),
+            context.range_variable(self.output_key),
+        )
 
 
 def _identity(*args, **kwargs):
@@ -512,6 +586,7 @@ class QuantizationPlan:
                     op,
                     bn,
                     input_key=self.input_key(node),
+                    output_key=key,
                     name=f"fused_{key}",
                 )
                 fused = fused.baked() if baked else fused
@@ -520,6 +595,9 @@ class QuantizationPlan:
             _, act, key = action
             q = quantizer(key, act)
             op = node.operation
+            input_key = self.input_key(node)
+            if not baked and integer_mean(op, input_key):
+                op = IntegerMean(context, op, input_key, key, name=op.name)
             return lambda *a, **k: q(op(*a, **k))
 
         inputs = [
