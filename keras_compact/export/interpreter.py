@@ -341,7 +341,9 @@ def load_interpreter(
 
 
 def quantize_input(x, detail):
-    """Converts float inputs to an integer input tensor's type."""
+    """Converts float inputs to an integer input tensor's type, rounding as
+    the file's own `QUANTIZE` kernel does (`round(x / scale)` in float32,
+    ties away from zero, plus the zero point)."""
     dtype = np.dtype(detail["dtype"])
     if not np.issubdtype(dtype, np.integer):
         return np.asarray(x, dtype)
@@ -352,7 +354,8 @@ def quantize_input(x, detail):
             "quantization parameters (scale=0); cannot quantize float inputs."
         )
     info = np.iinfo(dtype)
-    q = np.round(np.asarray(x, np.float32) / scale + zero_point)
+    v = np.asarray(x, np.float32) / np.float32(scale)
+    q = np.sign(v) * np.floor(np.abs(v) + np.float32(0.5)) + zero_point
     return np.clip(q, info.min, info.max).astype(dtype)
 
 

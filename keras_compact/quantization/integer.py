@@ -17,10 +17,12 @@ model in inference computes what the file computes:
   multiplier as `(significand, shift)`;
 - `multiply_by_quantized_multiplier(x, significand, shift)`: TFLite's
   `MultiplyByQuantizedMultiplier` (double rounding);
+- `quantize_input(x, value_range)`: the model input's `QUANTIZE`;
 - `requantize_linear(...)`: a conv / depthwise / dense output as the int8
   kernel computes it, from the float inputs on their int8 grid;
 - `requantize_mean(...)`: the int8 `MEAN` over the spatial axes
-  (`GlobalAveragePooling2D`) as LiteRT's reference kernel computes it.
+  (`GlobalAveragePooling2D`) as LiteRT's reference kernel computes it;
+- `requantize_add(...)`: the int8 `ADD` of two tensors, likewise.
 
 Ties are broken as the kernels break them (half away from zero), where
 float rounding breaks them to even.
@@ -50,6 +52,17 @@ def grid(value_range):
     zero = round_half_away(-128.0 - lo / exact)
     scale = fake_quant.activation_scale(value_range)
     return scale, keras.ops.clip(zero, -128.0, 127.0)
+
+
+def quantize_input(x, value_range):
+    """The model input's `QUANTIZE` as the kernel computes it:
+    `round(x / scale)` in float32, ties away from zero, plus the zero
+    point, clamped to int8; returned dequantized (float32)."""
+    scale, zero = grid(value_range)
+    x = keras.ops.cast(x, "float32")
+    q = round_half_away(x / scale) + keras.ops.cast(zero, "float32")
+    q = keras.ops.clip(q, -128.0, 127.0)
+    return (q - keras.ops.cast(zero, "float32")) * scale
 
 
 def to_integers(x, scale):
@@ -224,4 +237,40 @@ def requantize_mean(x, in_range, out_range):
     q = multiply_by_quantized_multiplier(
         keras.ops.cast(total, "int64"), significand, shift - extra
     )
+    return _output(q + keras.ops.cast(out_zero, "int64"), out_range)
+
+
+# The int8 ADD kernel shifts its inputs left by 20 bits before rescaling.
+_ADD_LEFT_SHIFT = 20
+
+
+def requantize_add(x1, x2, range1, range2, out_range):
+    """`ADD` of two int8 tensors as the reference kernel computes it: each
+    input (shifted left by 20 bits) rescaled to twice the larger input
+    scale, the sum rescaled to the output, each rescale a fixed-point
+    multiplication.
+
+    Args:
+        x1, x2: float tensors on the grids of `range1` and `range2`.
+        range1, range2, out_range: `[min, max]` of the inputs and output.
+
+    Returns:
+        float32 on `out_range`'s grid (before any fused activation).
+    """
+    s1 = keras.ops.cast(grid(range1)[0], "float64")
+    s2 = keras.ops.cast(grid(range2)[0], "float64")
+    out_scale, out_zero = grid(out_range)
+    twice = 2.0 * keras.ops.maximum(s1, s2)
+    shifted = _i64(2**_ADD_LEFT_SHIFT)
+
+    def rescaled(x, scale):
+        significand, shift = quantize_multiplier(scale / twice)
+        q = keras.ops.cast(to_integers(x, scale), "int64") * shifted
+        return multiply_by_quantized_multiplier(q, significand, shift)
+
+    total = rescaled(x1, s1) + rescaled(x2, s2)
+    significand, shift = quantize_multiplier(
+        twice / (2.0**_ADD_LEFT_SHIFT * keras.ops.cast(out_scale, "float64"))
+    )
+    q = multiply_by_quantized_multiplier(total, significand, shift)
     return _output(q + keras.ops.cast(out_zero, "int64"), out_range)

@@ -336,11 +336,15 @@ class ActivationQuantizer(keras.layers.Layer):
 
     def call(self, x, training=None):
         x = apply_activation(x, self.activation)
-        variable = self.refs.context.range_variable(self.key)
+        context = self.refs.context
+        variable = context.range_variable(self.key)
         if training:
-            value = self.refs.context.update_range(variable, x)
+            value = context.update_range(variable, x)
         else:
             value = variable
+            if self.key == "input" and context.technique.integer_inference:
+                # The file's QUANTIZE rounds x / scale, ties away.
+                return integer.quantize_input(x, value)
         return fake_quant.quantize_activations(x, value)
 
     def baked(self):
@@ -366,7 +370,7 @@ class BakedQuantizer(keras.layers.Layer):
         return fake_quant.quantize_activations(x, value)
 
 
-def integer_mean(op, input_key):
+def integer_mean(op, keys):
     """Whether `op` is a global average pooling the file computes with
     its int8 `MEAN` kernel (4D, channels last, no kept dims) on a known
     input range."""
@@ -374,7 +378,16 @@ def integer_mean(op, input_key):
         isinstance(op, keras.layers.GlobalAveragePooling2D)
         and not op.keepdims
         and op.data_format == "channels_last"
-        and input_key is not None
+        and len(keys) == 1
+        and keys[0] is not None
+    )
+
+
+def integer_add(op, keys):
+    """Whether `op` is an `Add` of two tensors on known ranges (the file's
+    int8 `ADD`)."""
+    return (
+        isinstance(op, keras.layers.Add) and len(keys) == 2 and None not in keys
     )
 
 
@@ -396,6 +409,31 @@ class IntegerMean(keras.layers.Layer):
         return integer.requantize_mean(
             x,
             context.range_variable(self.input_key),
+            context.range_variable(self.output_key),
+        )
+
+
+class IntegerAdd(keras.layers.Layer):
+    """An `Add` of two tensors that, in inference, computes the int8 `ADD`
+    kernel's result (`integer.requantize_add`) on the output range; in
+    training, the user's layer."""
+
+    def __init__(self, context, layer, input_keys, output_key, **kwargs):
+        super().__init__(**kwargs)
+        self.input_keys = list(input_keys)
+        self.output_key = output_key
+        self.refs = Untracked(context=context, layer=layer)
+
+    def call(self, inputs, training=None):
+        context = self.refs.context
+        if training or not context.technique.integer_inference:
+            return self.refs.layer(inputs)
+        ranges = [context.range_variable(k) for k in self.input_keys]
+        return integer.requantize_add(
+            inputs[0],
+            inputs[1],
+            ranges[0],
+            ranges[1],
             context.range_variable(self.output_key),
         )
 
@@ -531,7 +569,10 @@ class QuantizationPlan:
         """The range key of the tensor a node reads: that of the
         quantization point that produced it, through fused tails and
         pass-through ops; None when it is not quantized."""
-        tensor = node.inputs[0]
+        return self.tensor_key(node.inputs[0])
+
+    def tensor_key(self, tensor):
+        """The range key of a tensor (see `input_key`)."""
         while True:
             if any(tensor is t for t in self.graph.inputs[:1]):
                 return "input"
@@ -595,9 +636,11 @@ class QuantizationPlan:
             _, act, key = action
             q = quantizer(key, act)
             op = node.operation
-            input_key = self.input_key(node)
-            if not baked and integer_mean(op, input_key):
-                op = IntegerMean(context, op, input_key, key, name=op.name)
+            keys = [self.tensor_key(t) for t in node.inputs]
+            if not baked and integer_mean(op, keys):
+                op = IntegerMean(context, op, keys[0], key, name=op.name)
+            elif not baked and integer_add(op, keys):
+                op = IntegerAdd(context, op, keys, key, name=op.name)
             return lambda *a, **k: q(op(*a, **k))
 
         inputs = [
