@@ -115,12 +115,6 @@ def _pow2(e):
     )
 
 
-def _truncate_divide(x, d):
-    """C's integer division (toward zero) of int64 `x` by positive `d`."""
-    q = keras.ops.floor_divide(keras.ops.abs(x), _i64(d))
-    return keras.ops.where(x >= 0, q, -q)
-
-
 def multiply_by_quantized_multiplier(x, significand, shift):
     """TFLite's `MultiplyByQuantizedMultiplier` (gemmlowp rounding):
     `RoundingDivideByPOT(SaturatingRoundingDoublingHighMul(x * 2**left,
@@ -137,17 +131,16 @@ def multiply_by_quantized_multiplier(x, significand, shift):
     """
     left = keras.ops.maximum(shift, 0)
     right = keras.ops.maximum(-shift, 0)
+    # SaturatingRoundingDoublingHighMul: `(ab + nudge) / 2**31` truncated,
+    # with the nudge +-2**30 by sign: the same as flooring `ab + 2**30`
+    # (ties upward). No saturation: `significand` is below 2**31.
     ab = x * _pow2(left) * significand
-    nudge = keras.ops.where(ab >= 0, _i64(_TWO_30), _i64(1 - _TWO_30))
-    high = _truncate_divide(ab + nudge, _TWO_31)
-    # RoundingDivideByPOT: arithmetic shift, rounding half away from zero.
+    high = keras.ops.floor_divide(ab + _i64(_TWO_30), _i64(_TWO_31))
+    # RoundingDivideByPOT: ties away from zero.
     divisor = _pow2(right)
-    floor = keras.ops.floor_divide(high, divisor)
-    remainder = high - floor * divisor
-    threshold = keras.ops.floor_divide(divisor - 1, _i64(2)) + keras.ops.cast(
-        high < 0, "int64"
-    )
-    return floor + keras.ops.cast(remainder > threshold, "int64")
+    half = keras.ops.floor_divide(divisor, _i64(2))
+    magnitude = keras.ops.floor_divide(keras.ops.abs(high) + half, divisor)
+    return keras.ops.where(high < 0, -magnitude, magnitude)
 
 
 def _output(q, out_range):
