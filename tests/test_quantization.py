@@ -296,6 +296,24 @@ def test_resnet8_cifar10_int8_file_equals_fake_quant_model(tmp_path):
     assert "ADD" in check_int8_ops(path)
 
 
+def test_reference_kernels_are_the_micro_runtimes_and_validated(tiny):
+    x, _ = tiny["test"]
+    reference = run_tflite(tiny["path"], x[:20], kernels="reference")
+    # The fake-quant model computes these kernels' integers exactly.
+    fake_quant = tiny["qat"].quantized_model().predict(x[:20], verbose=0)
+    step = output_step(tiny["path"])
+    assert np.max(np.abs(reference - fake_quant)) < 1e-3 * step
+    if micro.available():
+        on_micro, _ = micro.run_micro(tiny["path"], x[:20])
+        np.testing.assert_array_equal(reference, on_micro)
+    with pytest.raises(ValueError, match="Received: kernels='fast'"):
+        run_tflite(tiny["path"], x[:2], kernels="fast")
+    with pytest.raises(ValueError, match="use_default_delegates=True"):
+        run_tflite(
+            tiny["path"], x[:2], kernels="reference", use_default_delegates=True
+        )
+
+
 def test_preserve_all_tensors_must_be_a_bool(tiny):
     from keras_compact.export import load_interpreter
 
