@@ -1,13 +1,14 @@
 """The integer arithmetic of TFLite's int8 kernels, on tensors.
 
 The fake-quant model rounds each requantized tensor once, in float32. The
-int8 kernels that LiteRT's builtin op resolver and TensorFlow Lite for
-Microcontrollers run do not: a convolution accumulates exact int32
-products, then rescales with a 31-bit fixed-point multiplier in two
-rounding steps (gemmlowp's `SaturatingRoundingDoublingHighMul` then
-`RoundingDivideByPOT`), so a small share of values lands one step away
-from the float result, and one-step differences compound through a deep
-network (measured on MobileNetV2: up to 35 steps inside, 5 at the logits).
+int8 kernels of LiteRT's reference op resolver (`BUILTIN_REF`), which
+TensorFlow Lite for Microcontrollers ports, do not: a convolution
+accumulates exact int32 products, then rescales with a 31-bit fixed-point
+multiplier in two rounding steps (gemmlowp's
+`SaturatingRoundingDoublingHighMul` then `RoundingDivideByPOT`), so a
+small share of values lands one step away from the float result, and
+one-step differences compound through a deep network (measured on
+MobileNetV2: up to 35 steps inside, 5 at the logits).
 
 These functions reproduce that arithmetic exactly (integers held in
 float64 and int64 tensors, `keras.ops` only), so that the fake-quant
@@ -25,7 +26,10 @@ model in inference computes what the file computes:
 - `requantize_add(...)`: the int8 `ADD` of two tensors, likewise.
 
 Ties are broken as the kernels break them (half away from zero), where
-float rounding breaks them to even.
+float rounding breaks them to even. LiteRT's optimized kernels and its
+XNNPack delegate round some ties differently again (measured:
+`benchmarks/results/qat_fidelity.md`); the microcontroller's arithmetic is
+the one followed.
 """
 
 import keras
