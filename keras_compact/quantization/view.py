@@ -391,35 +391,23 @@ def integer_add(op, keys):
     )
 
 
-class IntegerMean(keras.layers.Layer):
-    """A `GlobalAveragePooling2D` that, in inference, computes the int8
-    `MEAN` kernel's result (`integer.requantize_mean`) on the output range;
+def _integer_mean(inputs, ranges, out_range):
+    return integer.requantize_mean(inputs, ranges[0], out_range)
+
+
+def _integer_add(inputs, ranges, out_range):
+    return integer.requantize_add(*inputs, *ranges, out_range)
+
+
+class IntegerOp(keras.layers.Layer):
+    """A requantizing layer (global average pooling, `Add`) that, in
+    inference, computes its int8 kernel's result on the output range with
+    `kernel(inputs, input ranges, output range)` (`integer.requantize_*`);
     in training, the user's layer."""
 
-    def __init__(self, context, layer, input_key, output_key, **kwargs):
-        super().__init__(**kwargs)
-        self.input_key = input_key
-        self.output_key = output_key
-        self.refs = Untracked(context=context, layer=layer)
-
-    def call(self, x, training=None):
-        context = self.refs.context
-        if training or not context.technique.integer_inference:
-            return self.refs.layer(x)
-        return integer.requantize_mean(
-            x,
-            context.range_variable(self.input_key),
-            context.range_variable(self.output_key),
-        )
-
-
-class IntegerAdd(keras.layers.Layer):
-    """An `Add` of two tensors that, in inference, computes the int8 `ADD`
-    kernel's result (`integer.requantize_add`) on the output range; in
-    training, the user's layer."""
-
-    def __init__(self, context, layer, input_keys, output_key, **kwargs):
-        super().__init__(**kwargs)
+    def __init__(self, context, layer, kernel, input_keys, output_key, **kw):
+        super().__init__(**kw)
+        self.kernel = kernel
         self.input_keys = list(input_keys)
         self.output_key = output_key
         self.refs = Untracked(context=context, layer=layer)
@@ -428,12 +416,9 @@ class IntegerAdd(keras.layers.Layer):
         context = self.refs.context
         if training or not context.technique.integer_inference:
             return self.refs.layer(inputs)
-        ranges = [context.range_variable(k) for k in self.input_keys]
-        return integer.requantize_add(
-            inputs[0],
-            inputs[1],
-            ranges[0],
-            ranges[1],
+        return self.kernel(
+            inputs,
+            [context.range_variable(k) for k in self.input_keys],
             context.range_variable(self.output_key),
         )
 
@@ -637,10 +622,13 @@ class QuantizationPlan:
             q = quantizer(key, act)
             op = node.operation
             keys = [self.tensor_key(t) for t in node.inputs]
-            if not baked and integer_mean(op, keys):
-                op = IntegerMean(context, op, keys[0], key, name=op.name)
-            elif not baked and integer_add(op, keys):
-                op = IntegerAdd(context, op, keys, key, name=op.name)
+            kernel = None
+            if integer_mean(op, keys):
+                kernel = _integer_mean
+            elif integer_add(op, keys):
+                kernel = _integer_add
+            if kernel is not None and not baked:
+                op = IntegerOp(context, op, kernel, keys, key, name=op.name)
             return lambda *a, **k: q(op(*a, **k))
 
         inputs = [
