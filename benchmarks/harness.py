@@ -160,7 +160,10 @@ class RunLog:
     Rows live in `results/<name>.partial.json` together with the budget
     they were measured under; a rerun with another budget starts afresh
     (the old file is moved aside, never mixed in). `done(**key)` returns
-    the finished row with those values, or None.
+    the finished row with those values, or None. Two processes of the same
+    benchmark and budget may share the file (parallel lanes training
+    different runs): each reads the other's finished rows before it
+    answers `done` or adds its own.
 
     Example:
 
@@ -184,15 +187,27 @@ class RunLog:
             else:
                 self.path.rename(self.path.with_suffix(".stale.json"))
 
+    def _merge_saved(self):
+        # Another process of the same benchmark (a second lane running
+        # other runs, `--only`) may have added rows since we read the file.
+        if not self.path.exists():
+            return
+        saved = json.loads(self.path.read_text())
+        if saved.get("budget") != self.budget:
+            return
+        self.rows += [r for r in saved["rows"] if r not in self.rows]
+
     def done(self, **key):
+        self._merge_saved()
         for row in self.rows:
             if all(row.get(k) == v for k, v in key.items()):
                 return row
         return None
 
     def add(self, row):
+        self._merge_saved()
         self.rows.append(row)
-        tmp = self.path.with_suffix(".tmp")
+        tmp = self.path.with_suffix(f".{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"budget": self.budget, "rows": self.rows}))
         tmp.replace(self.path)
         print(json.dumps(row), flush=True)

@@ -204,6 +204,14 @@ def main():
     p.add_argument("--name", default="reparam_cifar10")
     p.add_argument("--note", action="append", default=[])
     p.add_argument(
+        "--only",
+        nargs="+",
+        default=None,
+        metavar="ARM:SEED",
+        help="train only these runs in this process (a second lane beside "
+        "another process of the same command; both share the results file)",
+    )
+    p.add_argument(
         "--report",
         action="store_true",
         help="write the tables of the finished runs (with a fresh paired "
@@ -243,6 +251,15 @@ def main():
         # first. Each run has its own fresh pipeline, so the order does not
         # change what a run sees.
         runs = [(a, s) for a in arms for s in args.seeds]
+        if args.only:
+            names = {f"{a}:{s}": (a, s) for a, s in runs}
+            bad = [o for o in args.only if o not in names]
+            if bad:
+                raise SystemExit(
+                    f"Expected --only values among {list(names)}. "
+                    f"Received: {bad}"
+                )
+            runs = [names[o] for o in args.only]
         for arm, seed in [] if args.report else runs:
             if log.done(model=key, seed=seed, arm=arm):
                 continue
@@ -283,6 +300,8 @@ def main():
                     "fit_median_step_ms": res.median_step_ms,
                 }
             )
+        if args.only:
+            continue  # a lane trains; the full command times and reports
         timed = [a for a in args.families if log.done(model=key, arm=a)]
         if not log.done(model=key, arm="plain"):
             continue
@@ -294,6 +313,9 @@ def main():
             if r["model"] == key and r["arm"] in med:
                 r["paired_step_ms"] = med[r["arm"]]
                 r["step_ratio_vs_plain"] = med[r["arm"]] / med["plain"]
+    if args.only:
+        print("lane done: rerun without --only for the step timing and tables")
+        return
     summary = summarize(log.rows, args.seeds)
     notes = [
         *args.note,
