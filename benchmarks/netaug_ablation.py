@@ -53,6 +53,10 @@ ARMS = {
     "width_only": {"expand_multipliers": (1.0,), "stop_width_at": 1.0},
     "expand_only": {"width_multipliers": (1.0,)},
     "no_head": {"exclude": ("head_conv",)},
+    # Groups on feature maps smaller than 4x4 (the paper's heads are at
+    # 5x5 or more) kept at their tiny width.
+    "min_resolution_4": {"min_resolution": 4},
+    "min_resolution_2": {"min_resolution": 2},
     "width_only_no_head": {
         "expand_multipliers": (1.0,),
         "stop_width_at": 1.0,

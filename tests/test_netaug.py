@@ -253,6 +253,8 @@ def test_nothing_to_augment_warns_and_reports():
         ({"output_guard": "big"}, "output_guard='big'", ValueError),
         ({"output_guard": ["scale"]}, "output_guard=\\['scale'\\]", TypeError),
         ({"gradient_guard": "yes"}, "gradient_guard='yes'", TypeError),
+        ({"min_resolution": 0}, "min_resolution=0", ValueError),
+        ({"min_resolution": "4"}, "min_resolution='4'", TypeError),
     ],
 )
 def test_bad_arguments_name_the_argument_and_value(kwargs, match, error):
@@ -297,6 +299,52 @@ def test_exclude_keeps_the_named_layers_output_group_at_the_tiny_width():
     assert model.get_config() == config
 
 
+def test_min_resolution_keeps_the_groups_on_small_feature_maps_tiny():
+    # ImageNet strides at 32x32: 16x16 after the stem, 8x8 from block 2,
+    # 4x4 from block 4, 2x2 from block 7's depthwise, 1x1 from block 14.
+    def build(cifar_stem):
+        return models.get_model(
+            "mobilenet_v2",
+            input_shape=(32, 32, 3),
+            alpha=0.35,
+            cifar_stem=cifar_stem,
+        )
+
+    model = build(False)
+    params, config = model.count_params(), model.get_config()
+    _, full = _attach(build(False))
+    _, netaug = _attach(model, min_resolution=4)
+    net = netaug.supernet
+    assert [g.layers[0] for g in net.augmented] == [
+        "stem_conv",
+        "block1_project",
+        "block2_expand",
+        "block2_project",
+        "block3_expand",
+        "block4_expand",
+        "block4_project",
+        "block5_expand",
+        "block6_expand",
+    ]
+    assert len(net.augmented) + len(net.small_maps) == full.supernet.num_groups
+    groups = net.channel_groups.groups
+    kept = [groups[gi].layers[0] for gi, _ in net.small_maps]
+    assert kept[0] == "block7_expand" and "head_conv" in kept
+    assert "min_resolution=4 (on the 'block7_dw'" in str(_report(netaug))
+    x = _images(model)
+    np.testing.assert_allclose(
+        net(x, netaug.min_widths(), training=False),
+        model(x, training=False),
+        atol=1e-5,
+    )
+    assert model.count_params() == params
+    assert model.get_config() == config
+    # CIFAR strides (4x4 at the head): nothing is below 4.
+    _, cifar = _attach(build(True), min_resolution=4)
+    assert cifar.supernet.small_maps == []
+    assert cifar.supernet.num_groups == 24
+
+
 def test_exclude_names_an_unknown_layer_clearly():
     with pytest.raises(ValueError, match="unknown: \\['nope'\\]"):
         _attach(residual_model(), exclude=["nope"])
@@ -311,10 +359,12 @@ def test_config_round_trip():
         exclude=["head_conv"],
         output_guard="tiny",
         gradient_guard=True,
+        min_resolution=4,
         seed=3,
         name="na",
     )
     config = netaug.get_config()
+    assert config["min_resolution"] == 4
     assert config["exclude"] == ["head_conv"]
     assert config["output_guard"] == "tiny" and config["gradient_guard"]
     assert NetAug().get_config()["output_guard"] == "scale"

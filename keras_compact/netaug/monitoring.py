@@ -140,6 +140,15 @@ def build_report(technique, net, name, gradient_guard, num_taps):
             for gi, layer in net.excluded
         ]
         + [
+            (
+                gi,
+                "kept",
+                f"min_resolution={net.min_resolution} (on the "
+                f"{layer!r} output's smaller feature map)",
+            )
+            for gi, layer in net.small_maps
+        ]
+        + [
             (gi, "skipped", "; ".join(reasons))
             for gi, reasons in net.channel_groups.skipped
         ]

@@ -101,6 +101,11 @@ class NetAug(Technique):
             tied to them) keep their tiny width, e.g. `["head_conv"]`.
         output_guard: `"scale"`, `"tiny"` or None.
         gradient_guard: bool, the gradient guard.
+        min_resolution: None, or an int >= 1: the channel groups that
+            appear on a feature map smaller than this on a side keep their
+            tiny width (listed by `summary()`). The paper's models never go
+            below 5x5; at 1x1-2x2 a widened layer is a wide dense layer on
+            few values per image.
         seed: seed of the width draws and extra channels (int or None).
         **kwargs: `Technique` (layer) arguments such as `name`.
 
@@ -139,6 +144,7 @@ class NetAug(Technique):
         exclude=None,
         output_guard="scale",
         gradient_guard=False,
+        min_resolution=None,
         seed=None,
         **kwargs,
     ):
@@ -160,6 +166,9 @@ class NetAug(Technique):
         )
         args.check_choice(output_guard, OUTPUT_GUARDS, "output_guard")
         args.check_bool(gradient_guard, "gradient_guard")
+        args.check_int(
+            min_resolution, "min_resolution", minimum=1, allow_none=True
+        )
         args.check_seed(seed)
         self.alpha = float(alpha)
         self.label_smoothing = None if ls is None else float(ls)
@@ -169,6 +178,7 @@ class NetAug(Technique):
         self.exclude = tuple(exclude)
         self.output_guard = output_guard
         self.gradient_guard = gradient_guard
+        self.min_resolution = min_resolution
         self.seed = seed
         # The draws' seed: a weight, so a checkpoint restores it (even
         # when `seed` is None) and a resumed run draws the same widths.
@@ -199,6 +209,7 @@ class NetAug(Technique):
             exclude=self.exclude,
             output_guard=self.output_guard,
             gradient_taps=self.gradient_guard,
+            min_resolution=self.min_resolution,
             seed=self.seed,
         )
         # Untracked: not Keras metrics (they would appear in `val_` logs).
@@ -314,5 +325,6 @@ class NetAug(Technique):
             "exclude": list(self.exclude),
             "output_guard": self.output_guard,
             "gradient_guard": self.gradient_guard,
+            "min_resolution": self.min_resolution,
             "seed": self.seed,
         }

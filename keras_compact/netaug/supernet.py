@@ -96,6 +96,8 @@ class Supernet:
             tiny weight through a zero tap variable (`ElasticLayer`); every
             kernel, depthwise and BatchNormalization layer then gets a
             twin, augmented or not.
+        min_resolution: None or an int: the groups on a feature map
+            smaller than this on a side keep their tiny width.
         seed: seed of the extra weights' initial draws (int or None).
 
     Attributes:
@@ -104,6 +106,9 @@ class Supernet:
         choices: list of the allowed widths of each augmented group.
         excluded: `(group_index, layer_name)` of the groups `exclude` kept
             at their tiny width.
+        small_maps: `(group_index, layer_name)` of the groups
+            `min_resolution` kept at their tiny width (the first layer
+            with a smaller map named).
         guarded: `(group_index, output_layer_name)` of the groups
             `output_guard="tiny"` kept at their tiny width.
         output_kernels: the `GraphNode`s of the output kernels.
@@ -128,6 +133,7 @@ class Supernet:
         exclude=(),
         output_guard=None,
         gradient_taps=False,
+        min_resolution=None,
         seed=None,
     ):
         if output_guard not in OUTPUT_GUARDS:
@@ -145,7 +151,11 @@ class Supernet:
         self.channel_groups = cg = ChannelGroups(as_functional(model))
         self.output_kernels = self._output_kernels()
         self.excluded = self._excluded_groups(exclude)
-        excluded = {gi for gi, _ in self.excluded}
+        self.min_resolution = min_resolution
+        self.small_maps = self._small_map_groups(
+            min_resolution, {gi for gi, _ in self.excluded}
+        )
+        excluded = {gi for gi, _ in self.excluded + self.small_maps}
         self.guarded = []
         if output_guard == "tiny":
             seen = set(excluded)
@@ -212,6 +222,28 @@ class Supernet:
                     if gi not in seen:
                         seen.add(gi)
                         out.append((gi, name))
+        return out
+
+    def _small_map_groups(self, min_resolution, skip):
+        """`(group_index, layer_name)` of the groups that appear on a
+        feature map smaller than `min_resolution` on a side (the first
+        such layer named), except those in `skip`."""
+        if not min_resolution:
+            return []
+        cg = self.channel_groups
+        out, seen = [], set(skip)
+        for node in cg.graph.nodes:
+            for t in node.outputs:
+                shape = tuple(getattr(t, "shape", ()) or ())
+                spatial = [d for d in shape[1:-1] if d is not None]
+                if len(shape) < 4 or not spatial:
+                    continue
+                if min(spatial) >= min_resolution:
+                    continue
+                for gi in cg.layout(t):
+                    if gi not in seen and cg.groups[gi].kind != "fixed":
+                        seen.add(gi)
+                        out.append((gi, node.operation.name))
         return out
 
     # ------------------------------------------------------------------
