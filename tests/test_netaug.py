@@ -345,6 +345,22 @@ def test_min_resolution_keeps_the_groups_on_small_feature_maps_tiny():
     assert cifar.supernet.num_groups == 24
 
 
+def test_min_resolution_ignores_gates_and_heads_after_global_pooling():
+    # se_model: 8x8 maps; its squeeze-excite gate (GAP -> Reshape -> 1x1
+    # convs -> Multiply) and its GAP(keepdims) -> Flatten head are 1x1
+    # tensors but no feature map: nothing is kept at min_resolution=2.
+    _, full = _attach(se_model())
+    _, netaug = _attach(se_model(), min_resolution=2)
+    assert netaug.supernet.small_maps == []
+    assert netaug.supernet.num_groups == full.supernet.num_groups == 4
+    # Every 8x8 group is below 9; the gate's own group follows the
+    # expand group it multiplies.
+    _, small = _attach(se_model(), min_resolution=9)
+    groups = small.supernet.channel_groups.groups
+    kept = {groups[gi].layers[0] for gi, _ in small.supernet.small_maps}
+    assert {"stem", "expand", "head_conv"} <= kept
+
+
 def test_exclude_names_an_unknown_layer_clearly():
     with pytest.raises(ValueError, match="unknown: \\['nope'\\]"):
         _attach(residual_model(), exclude=["nope"])

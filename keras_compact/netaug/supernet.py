@@ -227,23 +227,21 @@ class Supernet:
     def _small_map_groups(self, min_resolution, skip):
         """`(group_index, layer_name)` of the groups that appear on a
         feature map smaller than `min_resolution` on a side (the first
-        such layer named), except those in `skip`."""
+        such layer named), except those in `skip`. Tensors after a global
+        pooling, Flatten, Reshape or Dense (a squeeze-excite gate, a
+        classifier) carry no feature map: their 1x1 is not a resolution."""
         if not min_resolution:
             return []
         cg = self.channel_groups
         out, seen = [], set(skip)
-        for node in cg.graph.nodes:
-            for t in node.outputs:
-                shape = tuple(getattr(t, "shape", ()) or ())
-                spatial = [d for d in shape[1:-1] if d is not None]
-                if len(shape) < 4 or not spatial:
-                    continue
-                if min(spatial) >= min_resolution:
-                    continue
-                for gi in cg.layout(t):
-                    if gi not in seen and cg.groups[gi].kind != "fixed":
-                        seen.add(gi)
-                        out.append((gi, node.operation.name))
+        for node, t in _feature_maps(cg.graph):
+            spatial = [d for d in t.shape[1:-1] if d is not None]
+            if not spatial or min(spatial) >= min_resolution:
+                continue
+            for gi in cg.layout(t):
+                if gi not in seen and cg.groups[gi].kind != "fixed":
+                    seen.add(gi)
+                    out.append((gi, node.operation.name))
         return out
 
     # ------------------------------------------------------------------
@@ -513,3 +511,47 @@ class Supernet:
             c_out = channels(cg.layout(node.outputs[0]))
             total += layer_macs(op, positions, c_in, c_out)
         return float(total[0]) if np.ndim(widths) == 1 else total
+
+
+_FLATTENING = (
+    kinds.GLOBAL_POOLING
+    + kinds.DENSE
+    + (
+        keras.layers.Flatten,
+        keras.layers.Reshape,
+    )
+)
+
+
+def _feature_maps(graph):
+    """`(node, tensor)` for each rank >= 4 output tensor of the graph that
+    is a feature map: not computed from global poolings, Flatten, Reshape
+    or Dense outputs alone (nor by an operation that reduces a larger map
+    to 1x1 other than a kernel or pooling layer: `keras.ops.mean`)."""
+    flat = set()  # ids of the tensors that are no feature map
+    for node in graph.nodes:
+        op = node.operation
+        ins = [t for t in node.inputs if len(getattr(t, "shape", ())) >= 3]
+        if isinstance(op, _FLATTENING):
+            derived = True
+        elif ins and all(id(t) in flat for t in ins):
+            derived = True
+        else:
+            derived = not isinstance(op, kinds.KERNEL + kinds.POOLING) and any(
+                _collapses(t, o) for t in ins for o in node.outputs
+            )
+        for t in node.outputs:
+            if derived:
+                flat.add(id(t))
+            elif len(getattr(t, "shape", ())) >= 4:
+                yield node, t
+
+
+def _collapses(x, y):
+    """Whether tensor `y` is 1x1 (all spatial dims 1) while `x` is not."""
+    sx, sy = tuple(x.shape[1:-1]), tuple(getattr(y, "shape", ())[1:-1])
+    return (
+        len(sx) == len(sy) > 0
+        and all(d == 1 for d in sy)
+        and any(d != 1 for d in sx)
+    )
