@@ -53,10 +53,12 @@ ARMS = {
     "width_only": {"expand_multipliers": (1.0,), "stop_width_at": 1.0},
     "expand_only": {"width_multipliers": (1.0,)},
     "no_head": {"exclude": ("head_conv",)},
-    # Groups on feature maps smaller than 4x4 (the paper's heads are at
-    # 5x5 or more) kept at their tiny width.
+    # Groups on feature maps smaller than N x N kept at their tiny width
+    # (the paper's heads are at 5x5 or more); 4 is the default since
+    # `netaug_min_resolution_imagenet_s*`, None augments every group.
     "min_resolution_4": {"min_resolution": 4},
     "min_resolution_2": {"min_resolution": 2},
+    "min_resolution_none": {"min_resolution": None},
     "width_only_no_head": {
         "expand_multipliers": (1.0,),
         "stop_width_at": 1.0,

@@ -312,8 +312,8 @@ def test_min_resolution_keeps_the_groups_on_small_feature_maps_tiny():
 
     model = build(False)
     params, config = model.count_params(), model.get_config()
-    _, full = _attach(build(False))
-    _, netaug = _attach(model, min_resolution=4)
+    _, full = _attach(build(False), min_resolution=None)
+    _, netaug = _attach(model)  # the default, min_resolution=4
     net = netaug.supernet
     assert [g.layers[0] for g in net.augmented] == [
         "stem_conv",
@@ -349,7 +349,7 @@ def test_min_resolution_ignores_gates_and_heads_after_global_pooling():
     # se_model: 8x8 maps; its squeeze-excite gate (GAP -> Reshape -> 1x1
     # convs -> Multiply) and its GAP(keepdims) -> Flatten head are 1x1
     # tensors but no feature map: nothing is kept at min_resolution=2.
-    _, full = _attach(se_model())
+    _, full = _attach(se_model(), min_resolution=None)
     _, netaug = _attach(se_model(), min_resolution=2)
     assert netaug.supernet.small_maps == []
     assert netaug.supernet.num_groups == full.supernet.num_groups == 4

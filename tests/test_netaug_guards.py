@@ -369,7 +369,9 @@ def test_keras_mobilenet_v2_with_softmax_trains():
     model = keras.applications.MobileNetV2(
         input_shape=(32, 32, 3), alpha=0.35, weights=None, classes=3
     )
-    trainer, netaug = _attach(model)
+    # Every group augmented (its head is at 1x1: min_resolution=4 would
+    # keep the classifier's input tiny, with nothing to scale).
+    trainer, netaug = _attach(model, min_resolution=None)
     assert netaug.supernet.softmax_outputs == [True]
     assert netaug.supernet.scaled_outputs == ["predictions"]
     trainer.compile(
