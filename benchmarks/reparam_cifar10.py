@@ -122,16 +122,31 @@ def summarize(rows, seeds):
             if s in per_seed and s in plain
         ]
         first = per_seed[min(per_seed)]
+        paired = [
+            100 * (per_seed[s]["test_acc"] - plain[s]["test_acc"])
+            if s in per_seed and s in plain
+            else None
+            for s in seeds
+        ]
         out.append(
             {
                 "model": model,
                 "arm": arm,
                 "test_acc_mean": float(np.mean(accs)),
-                "test_acc_per_seed": " / ".join(f"{a:.2f}" for a in accs),
+                # A seed not run yet shows as "pending" (a resumed
+                # benchmark reports what it has).
+                "test_acc_per_seed": " / ".join(
+                    f"{100 * per_seed[s]['test_acc']:.2f}"
+                    if s in per_seed
+                    else "pending"
+                    for s in seeds
+                ),
                 "delta_vs_plain": float(np.mean(deltas))
                 if deltas and arm != "plain"
                 else None,
-                "delta_per_seed": " / ".join(f"{d:+.2f}" for d in deltas)
+                "delta_per_seed": " / ".join(
+                    f"{d:+.2f}" if d is not None else "pending" for d in paired
+                )
                 if arm != "plain"
                 else None,
                 "max_fold_error": max(
@@ -172,7 +187,11 @@ def verdicts(summary, seeds):
         if not fams:
             continue
         best = max(fams, key=lambda r: r["delta_vs_plain"])
-        per_seed = [float(d) for d in best["delta_per_seed"].split(" / ")]
+        per_seed = [
+            float(d)
+            for d in best["delta_per_seed"].split(" / ")
+            if d != "pending"
+        ]
         ok = len(per_seed) == len(seeds) and all(d >= 0.5 for d in per_seed)
         notes.append(
             f"{key}: best family {best['arm']} "
