@@ -116,18 +116,15 @@ def summarize(rows, seeds):
     for (model, arm), per_seed in by.items():
         accs = [100 * per_seed[s]["test_acc"] for s in seeds if s in per_seed]
         plain = by.get((model, "plain"), {})
-        deltas = [
-            100 * (per_seed[s]["test_acc"] - plain[s]["test_acc"])
-            for s in seeds
-            if s in per_seed and s in plain
-        ]
-        first = per_seed[min(per_seed)]
+        # Per seed of `seeds`: the paired delta, None where not run yet.
         paired = [
             100 * (per_seed[s]["test_acc"] - plain[s]["test_acc"])
             if s in per_seed and s in plain
             else None
             for s in seeds
         ]
+        deltas = [d for d in paired if d is not None]
+        first = per_seed[min(per_seed)]
         out.append(
             {
                 "model": model,
