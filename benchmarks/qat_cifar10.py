@@ -132,13 +132,28 @@ def run_seed(args, name, seed, out_dir):
     ptq = verify_tflite(ptq_path, model, x, y, latency_runs=args.latency_runs)
     float_acc = float(ptq.keras_accuracy)
 
+    techniques = [
+        QuantizationAwareTraining(freeze_bn_delay=args.freeze_bn_delay)
+    ]
+    if args.qat_distill_alpha:
+        # Self-distillation: the float model (a frozen copy) teaches its
+        # own fake-quant fine-tuning, which keeps the QAT model's function
+        # near the float model's instead of drifting with the labels.
+        teacher = keras.models.clone_model(model)
+        teacher.set_weights(model.get_weights())
+        techniques.append(
+            training.Distillation(
+                teacher,
+                temperature=args.qat_distill_temperature,
+                alpha=args.qat_distill_alpha,
+            )
+        )
     t0 = time.time()
-    qat = QuantizationAwareTraining(freeze_bn_delay=args.freeze_bn_delay)
     qres = training.train_classifier(
         model,
         fresh_splits(args, seed),
         args.qat_epochs,
-        techniques=[qat],
+        techniques=techniques,
         seed=seed,
         learning_rate=args.qat_lr,
         verbose=0,
@@ -226,6 +241,14 @@ def main():
     p.add_argument("--qat-epochs", type=int, default=2)
     p.add_argument("--qat-lr", type=float, default=0.005)
     p.add_argument("--freeze-bn-delay", type=int, default=0)
+    p.add_argument(
+        "--qat-distill-alpha",
+        type=float,
+        default=0.0,
+        help="QAT fine-tuning distilled from the float model with this "
+        "alpha (0: labels only)",
+    )
+    p.add_argument("--qat-distill-temperature", type=float, default=1.0)
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--save-dir", default="~/.cache/keras_compact/qat_bench")
     p.add_argument("--latency-runs", type=int, default=50)
@@ -252,6 +275,11 @@ def main():
         "qat_lr",
         "freeze_bn_delay",
         "batch_size",
+        *(
+            ("qat_distill_alpha", "qat_distill_temperature")
+            if args.qat_distill_alpha
+            else ()
+        ),
     )
     log = RunLog(args.name, budget)
     with tempfile.TemporaryDirectory(prefix="qat_bench_") as out_dir:

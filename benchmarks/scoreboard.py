@@ -296,14 +296,42 @@ def wallclock_epochs(name, task, epochs, runs=None):
     return max(epochs, int(round(epochs * ratio)))
 
 
+class Elapsed(keras.callbacks.Callback):
+    """Seconds a fit spent in its epochs, summed over an interrupted run
+    and its resumptions: kept in `path` at each epoch's end and read back
+    when the run resumes (a clock started by the resuming process alone
+    would count only the resumed epochs)."""
+
+    def __init__(self, path):
+        super().__init__()
+        self.path = pathlib.Path(path)
+        self.seconds = (
+            json.loads(self.path.read_text())["seconds"]
+            if self.path.exists()
+            else 0.0
+        )
+
+    @property
+    def hours(self):
+        return self.seconds / 3600
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._t0 = time.perf_counter()
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds += time.perf_counter() - self._t0
+        self.path.write_text(json.dumps({"seconds": self.seconds}))
+
+
 def checkpoints(folder, prefix=""):
-    """A fit's callbacks: a backup every epoch (an interrupted fit resumes)
-    and its history, in the run's folder."""
+    """A fit's callbacks: a backup every epoch (an interrupted fit resumes),
+    its history and its `Elapsed` clock (last), in the run's folder."""
     return [
         keras.callbacks.BackupAndRestore(str(folder / f"{prefix}backup")),
         keras.callbacks.CSVLogger(
             str(folder / f"{prefix}history.csv"), append=True
         ),
+        Elapsed(folder / f"{prefix}elapsed.json"),
     ]
 
 
@@ -322,7 +350,7 @@ def train_teacher(args, dataset):
     keras.utils.set_random_seed(0)
     model = build(task, name, **kwargs)
     print(f"teacher {dataset}: {name} {kwargs}", flush=True)
-    t0 = time.perf_counter()
+    callbacks = checkpoints(folder)
     res = training.train_classifier(
         model,
         splits,
@@ -330,12 +358,12 @@ def train_teacher(args, dataset):
         learning_rate=lr,
         seed=0,
         verbose=0,
-        callbacks=checkpoints(folder),
+        callbacks=callbacks,
     )
     info = {
         "teacher": f"{name} {kwargs}",
         "teacher_acc": res.test_accuracy,
-        "teacher_hours": (time.perf_counter() - t0) / 3600,
+        "teacher_hours": callbacks[-1].hours,
         "teacher_params": int(model.count_params()),
     }
     model.save(path)
@@ -373,7 +401,7 @@ def float_phase(args, task, arm, seed, folder, splits):
     else:
         model = build(task)
     techniques = ARMS[arm](ctx) if ARMS[arm] else []
-    t0 = time.perf_counter()
+    callbacks = checkpoints(folder)
     res = training.train_classifier(
         model,
         splits,
@@ -382,12 +410,12 @@ def float_phase(args, task, arm, seed, folder, splits):
         learning_rate=lr,
         seed=seed,
         verbose=0,
-        callbacks=checkpoints(folder),
+        callbacks=callbacks,
     )
     compact = res.trainer.strip()
     info.update(
         float_acc=res.test_accuracy,
-        train_hours=(time.perf_counter() - t0) / 3600,
+        train_hours=callbacks[-1].hours,
         median_step_ms=res.median_step_ms,
         **teacher.get("info", {}),
     )
@@ -403,7 +431,7 @@ def qat_phase(args, task, seed, model, folder, splits, x, y):
     from keras_compact import QuantizationAwareTraining
 
     epochs = max(2, round(0.1 * (args.epochs or ALL_TASKS[task][3])))
-    t0 = time.perf_counter()
+    callbacks = checkpoints(folder, "qat_")
     res = training.train_classifier(
         model,
         splits,
@@ -412,9 +440,9 @@ def qat_phase(args, task, seed, model, folder, splits, x, y):
         learning_rate=0.005,
         seed=seed,
         verbose=0,
-        callbacks=checkpoints(folder, "qat_"),
+        callbacks=callbacks,
     )
-    hours = (time.perf_counter() - t0) / 3600
+    hours = callbacks[-1].hours
     with tempfile.TemporaryDirectory() as tmp:
         path = os.path.join(tmp, "qat_int8.tflite")
         report = int8_report(res.trainer, path, splits, x, y, calibrate=False)
