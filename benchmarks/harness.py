@@ -195,7 +195,14 @@ class RunLog:
         saved = json.loads(self.path.read_text())
         if saved.get("budget") != self.budget:
             return
-        self.rows += [r for r in saved["rows"] if r not in self.rows]
+        # Compared as JSON text: a NaN (a run too short for a median) is
+        # not equal to itself, so `in` would add such rows again.
+        mine = {json.dumps(r, sort_keys=True) for r in self.rows}
+        self.rows += [
+            r
+            for r in saved["rows"]
+            if json.dumps(r, sort_keys=True) not in mine
+        ]
 
     def done(self, **key):
         self._merge_saved()

@@ -18,13 +18,17 @@ instead of ImageNet strides (32x32 -> 1x1 from block 14 on); it costs about
         guard_tiny guard_none gradient_guard [--cifar-stem]
         [--name netaug_ablation]
 
-Writes benchmarks/results/<name>.{json,md}.
+Writes benchmarks/results/<name>.{json,md}. Resumable: finished arms are
+kept in <name>.partial.json and each arm checkpoints every epoch under
+`--checkpoint-dir`, so rerunning the same command continues an interrupted
+one.
 """
 
 import argparse
-import time
+import pathlib
 
-from harness import write_results
+import keras
+from harness import RunLog, write_results
 from netaug_cifar10 import _train
 
 from keras_compact import data, models
@@ -96,6 +100,13 @@ def main():
         help="CIFAR strides (32x32 -> 4x4) instead of ImageNet strides",
     )
     p.add_argument("--name", default="netaug_ablation", help="results name")
+    p.add_argument(
+        "--checkpoint-dir",
+        default="~/.cache/keras_compact/netaug_bench",
+        help="each arm checkpoints every epoch under this folder (outside "
+        "the repository); a rerun of the same command skips finished arms "
+        "and resumes an interrupted one from its last epoch",
+    )
     args = p.parse_args()
 
     def fresh_splits():
@@ -115,47 +126,63 @@ def main():
             cifar_stem=args.cifar_stem,
         )
 
-    start = time.perf_counter()
-    rows = []
+    budget = {
+        "dataset": "cifar10 (real), stratified subset; 10% val held "
+        "out; full 10k test set",
+        "n_per_class": args.n_per_class,
+        "epochs": args.epochs,
+        "student": "mobilenet_v2 alpha 0.35, 32x32, {} strides".format(
+            "CIFAR (32x32 -> 4x4)" if args.cifar_stem else "ImageNet"
+        ),
+        "protocol": "as netaug_cifar10.py (SGD-Nesterov, 2 warm-up "
+        "epochs to lr 0.02, cosine, wd 5e-5; NetAug defaults but for "
+        "the arm's settings: {}".format({a: ARMS[a] for a in args.arms}),
+    }
+    # Finished arms are kept as each one ends (a rerun of the same command
+    # skips them); `wall_s` of a row counts its own process's part only.
+    log = RunLog(args.name, budget)
+    folder = pathlib.Path(args.checkpoint_dir).expanduser() / args.name
     for arm in args.arms:
+        if log.done(arm=arm, seed=args.seed):
+            continue
         kw = dict(ARMS[arm] or {})
         fit_kw = {k: kw.pop(k) for k in TRAINING_KEYS if k in kw}
         if "netaug_label_smoothing" in kw:
             kw["label_smoothing"] = kw.pop("netaug_label_smoothing")
         use = ARMS[arm] is not None and kw.pop("netaug", True)
         t = [NetAug(seed=args.seed, **kw)] if use else None
-        r = _train(build, fresh_splits(), args.epochs, args.seed, t, **fit_kw)
-        row = {
-            "arm": arm,
-            "seed": args.seed,
-            "epochs": args.epochs,
-            "test_acc": r.test_accuracy,
-            "train_acc": r.history["accuracy"][-1],
-            "step_ms": r.median_step_ms,
-            "aug_tiny_loss_ratio": (
-                r.history.get("netaug_loss_ratio") or [None]
-            )[-1],
-        }
-        base = [x for x in rows if x["arm"] == "baseline"]
-        if base:  # against the plain baseline
-            row["minus_baseline"] = r.test_accuracy - base[0]["test_acc"]
-        rows.append(row)
-        print(row, flush=True)
-        budget = {
-            "dataset": "cifar10 (real), stratified subset; 10% val held "
-            "out; full 10k test set",
-            "n_per_class": args.n_per_class,
-            "epochs": args.epochs,
-            "student": "mobilenet_v2 alpha 0.35, 32x32, {} strides".format(
-                "CIFAR (32x32 -> 4x4)" if args.cifar_stem else "ImageNet"
-            ),
-            "protocol": "as netaug_cifar10.py (SGD-Nesterov, 2 warm-up "
-            "epochs to lr 0.02, cosine, wd 5e-5; NetAug defaults but for "
-            "the arm's settings: {}".format({a: ARMS[a] for a in args.arms}),
-            "wall_s": round(time.perf_counter() - start, 1),
-        }
-        # Written after every arm, so an interrupted run keeps its arms.
-        write_results(args.name, rows, budget, columns=COLUMNS)
+        backup = keras.callbacks.BackupAndRestore(
+            str(folder / f"{arm}_s{args.seed}")
+        )
+        r = _train(
+            build,
+            fresh_splits(),
+            args.epochs,
+            args.seed,
+            t,
+            callbacks=[backup],
+            **fit_kw,
+        )
+        log.add(
+            {
+                "arm": arm,
+                "seed": args.seed,
+                "epochs": args.epochs,
+                "test_acc": r.test_accuracy,
+                "train_acc": r.history["accuracy"][-1],
+                "step_ms": r.median_step_ms,
+                "aug_tiny_loss_ratio": (
+                    r.history.get("netaug_loss_ratio") or [None]
+                )[-1],
+                "wall_s": round(r.wall_s, 1),
+            }
+        )
+    rows = [dict(r) for r in log.rows]
+    base = [x for x in rows if x["arm"] == "baseline"]
+    for row in rows:
+        if base and row is not base[0]:  # against the plain baseline
+            row["minus_baseline"] = row["test_acc"] - base[0]["test_acc"]
+    write_results(args.name, rows, budget, columns=COLUMNS)
 
 
 if __name__ == "__main__":

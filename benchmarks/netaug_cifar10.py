@@ -69,8 +69,10 @@ def _train(
     techniques=None,
     peak_lr=0.02,
     label_smoothing=0.0,
+    callbacks=(),
 ):
-    """Trains like `training.train_classifier`, with a warm-up schedule."""
+    """Trains like `training.train_classifier`, with a warm-up schedule;
+    `callbacks` are added to fit's (e.g. a `BackupAndRestore`)."""
     keras.utils.set_random_seed(seed)
     steps = int(splits.train.cardinality())
     trainer = _compiled(
@@ -82,7 +84,7 @@ def _train(
         splits.train,
         validation_data=splits.val,
         epochs=epochs,
-        callbacks=[timer],
+        callbacks=[timer, *callbacks],
         verbose=2,
     )
     r = _Result()
