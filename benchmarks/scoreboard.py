@@ -128,6 +128,16 @@ def _sparse(policy):
     return make
 
 
+def _gmp(ctx):
+    # keras_compact's gradual magnitude pruning (dense to sparse) with the
+    # tfmot peer's schedule: cubic, every 100 steps, from step 0 to 75% of
+    # training, the same layers (first conv and 1x1 shortcuts dense).
+    from keras_compact import SparseTraining
+    from keras_compact.sparse import GradualPruning
+
+    return [SparseTraining(SPARSITY, policy=GradualPruning(), seed=ctx.seed)]
+
+
 def _netaug(ctx):
     from keras_compact import NetAug
 
@@ -172,6 +182,9 @@ ARMS = {
     "dsr90": _sparse("DSR"),
     "rigl90": _sparse("RigL"),
     "static90": _sparse("static"),
+    # Gradual magnitude pruning from dense (ours, Keras 3), against the
+    # tfmot peer below.
+    "gmp90": _gmp,
     # A dense model narrowed to the 90%-sparse model's non-zero count.
     "thin90": None,
     # tensorflow-model-optimization's gradual magnitude pruning to 90%, in
@@ -725,6 +738,14 @@ def verdicts(summary, points):
                 + ", ".join(
                     f"{dsr['float_acc'] - a:+.2f} vs {n}" for n, a in others
                 )
+            )
+        gmp, peer = by.get((task, "gmp90")), by.get((task, "tfmot_gmp90"))
+        if gmp and peer:
+            gap = gmp["float_acc"] - peer["float_acc"]
+            notes.append(
+                f"{task} gradual pruning 90%: keras_compact "
+                f"{gmp['float_acc']:.2f} vs tfmot {peer['float_acc']:.2f} "
+                f"({gap:+.2f})"
             )
     if len(points.get("plain", [])) > 1 and points.get("combined"):
         plain_pts = points["plain"]

@@ -4,7 +4,8 @@ Training-time techniques wrap the user's compact model in a `Trainer` and
 are stripped exactly for deployment:
 
 - `Distillation`: knowledge distillation from a wider teacher.
-- `SparseTraining`: dynamic sparse training (DSR, SET, RigL, static).
+- `SparseTraining`: dynamic sparse training (DSR, SET, RigL, static) and
+  gradual magnitude pruning (`GradualPruning`).
 - `AuxiliaryModule`: auxiliary over-parameterisation (searched
   hierarchical auxiliary branches, dropped at inference).
 - `NetAug`: network augmentation (the tiny model trained inside wider ones

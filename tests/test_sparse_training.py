@@ -9,6 +9,7 @@ import pytest
 from keras_compact.sparse import (
     DSR,
     SET,
+    GradualPruning,
     PeriodSchedule,
     RigL,
     SparseTraining,
@@ -87,6 +88,7 @@ POLICIES = {
     "dsr": dsr,
     "set": lambda: SET(update_interval=2, end_step=100),
     "rigl": lambda: RigL(update_interval=2, end_step=100),
+    "gmp": lambda: GradualPruning(update_interval=2, end_step=11),
 }
 
 
@@ -358,7 +360,7 @@ class Interrupt(keras.callbacks.Callback):
             raise RuntimeError("interrupted")
 
 
-@pytest.mark.parametrize("name", ["dsr", "rigl"])
+@pytest.mark.parametrize("name", ["dsr", "rigl", "gmp"])
 def test_backup_and_restore_resume_reproduces_masks(tmp_path, name):
     x, y = data()
     kw = dict(batch_size=16, epochs=4, verbose=0, shuffle=False)
@@ -461,6 +463,23 @@ def test_constructor_errors_name_argument_and_value(kw, match, error):
     # A wrong type raises TypeError, a wrong value ValueError.
     with pytest.raises(error, match=match):
         SparseTraining(**kw)
+
+
+@pytest.mark.parametrize(
+    "kw, match, error",
+    [
+        (dict(update_interval=0), "update_interval=0", ValueError),
+        (dict(begin_step=-1), "begin_step=-1", ValueError),
+        (dict(begin_step=1.5), "begin_step=1.5", TypeError),
+        (dict(begin_step=5, end_step=5), "end_step=5", ValueError),
+        (dict(end_fraction=0.0), "end_fraction=0.0", ValueError),
+        (dict(power=0), "power=0", ValueError),
+        (dict(power="3"), "power='3'", TypeError),
+    ],
+)
+def test_gradual_pruning_errors_name_argument_and_value(kw, match, error):
+    with pytest.raises(error, match=match):
+        GradualPruning(**kw)
 
 
 def test_attach_errors_are_clear():
@@ -606,3 +625,82 @@ def test_multi_output_model_trains_at_exact_target_sparsity():
     rep = _report(tech)
     assert [r.item for r in rep.applied] == ["body", "a", "b"]
     assert rep.totals["sparsity"] == pytest.approx(0.8, abs=1e-12)
+
+
+# ----------------------------------------------------------------------
+# Gradual magnitude pruning: dense to sparse
+# ----------------------------------------------------------------------
+def _cubic_keep(size, target, step, begin, end, power=3.0):
+    """Zhu and Gupta's schedule: the weights a layer keeps after `step`."""
+    # float32 throughout, as the policy computes it.
+    t = np.float32(step - begin) / np.float32(end - begin)
+    t = np.clip(t, np.float32(0.0), np.float32(1.0))
+    share = np.float32(1.0) - (np.float32(1.0) - t) ** np.float32(power)
+    return size - int(np.round(share * np.float32(size - target)))
+
+
+def test_gradual_pruning_starts_dense_and_follows_the_cubic_schedule():
+    # 4 steps an epoch, 4 epochs; pruning every 2 steps and at step 11
+    # (end_step off the grid), the final counts from step 11 on.
+    _, tech, trainer = make(POLICIES["gmp"](), sparsity=0.8)
+    sizes = {w.key: w.size for w in tech._weights}
+    targets = {w.key: w.target for w in tech._weights}
+    shapes = [tuple(v.shape) for _, v, _ in tech.sparse_weights]
+    counts = nonzero_counts(shapes, uniform_densities(shapes, 0.8))
+    assert targets == dict(zip(sizes, counts))  # the budget's split
+    assert all(m.all() for m in masks_of(tech).values())  # starts dense
+    check = StepCheck(tech)
+    x, y = data()
+    trainer.fit(x, y, batch_size=16, epochs=4, verbose=0, callbacks=[check])
+    assert check.violations == 0  # exactly sparse after every step
+    expected = []
+    for step in range(1, 17):
+        last = max([u for u in (2, 4, 6, 8, 10, 11) if u <= step], default=0)
+        expected.append(
+            sum(_cubic_keep(sizes[k], targets[k], last, 0, 11) for k in sizes)
+        )
+    assert check.totals == expected
+    for k, m in masks_of(tech).items():  # the final budget, layer by layer
+        assert int(m.sum()) == targets[k]
+    assert int(keras.ops.convert_to_numpy(tech.update_count)) == 6
+    assert _report(tech).totals["regrown_pruned_overall"] is None
+
+
+def test_gradual_pruning_keeps_the_largest_magnitudes_and_regrows_none():
+    _, tech, _ = make(GradualPruning(update_interval=1, end_step=4))
+    before = kernels_of(tech)
+    tech.update_masks(step=2)  # 7/8 of the way: s = 1 - (1/2)**3
+    for w in tech._weights:
+        m = keras.ops.convert_to_numpy(w.mask).astype(bool)
+        mag = np.abs(before[w.key])
+        assert m.sum() == _cubic_keep(w.size, w.target, 2, 0, 4)
+        if not m.all():
+            # Every kept weight is at least as large as every pruned one.
+            assert mag[m].min() >= mag[~m].max()
+    mid = masks_of(tech)
+    tech.update_masks(step=4)
+    for w in tech._weights:
+        m = masks_of(tech)[w.key]
+        assert int(m.sum()) == w.target
+        assert not (m > mid[w.key]).any()  # nothing pruned comes back
+
+
+def test_gradual_pruning_round_trips_and_resolves_its_end_from_fit(tmp_path):
+    _, tech, trainer = make("gmp")
+    assert isinstance(tech.policy, GradualPruning)
+    x, y = data()
+    trainer.fit(x, y, batch_size=16, epochs=4, verbose=0)
+    # end_fraction 0.75 of 16 steps: pruned to the budget at step 12.
+    assert int(keras.ops.convert_to_numpy(tech.end_step)) == 12
+    assert all(
+        int(m.sum()) == w.target
+        for w, m in zip(tech._weights, masks_of(tech).values())
+    )
+    path = str(tmp_path / "gmp.keras")
+    trainer.save(path)
+    loaded = keras.saving.load_model(path)  # no custom_objects
+    policy = loaded.techniques[0].policy
+    assert isinstance(policy, GradualPruning)
+    assert policy.get_config() == tech.policy.get_config()
+    for k, m in masks_of(tech).items():
+        np.testing.assert_array_equal(m, masks_of(loaded.techniques[0])[k])

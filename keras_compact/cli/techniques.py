@@ -309,7 +309,7 @@ class NetAugFlags(TechniqueFlags):
         return netaug.NetAug(**kwargs)
 
 
-SPARSE_POLICIES = ("dsr", "set", "rigl", "static")
+SPARSE_POLICIES = ("dsr", "set", "rigl", "static", "gmp")
 
 
 class Sparse(TechniqueFlags):
@@ -331,7 +331,8 @@ class Sparse(TechniqueFlags):
             "--sparse-policy",
             choices=SPARSE_POLICIES,
             default=None,
-            help="how the masks change: dsr (default), set, rigl, static",
+            help="how the masks change: dsr (default), set, rigl, static, "
+            "gmp (gradual magnitude pruning from dense)",
         )
         group.add_argument(
             "--sparse-distribution",

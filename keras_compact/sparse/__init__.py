@@ -1,11 +1,13 @@
-"""Sparse training for Keras 3: DSR, SET, RigL and static sparse.
+"""Sparse training for Keras 3: DSR, SET, RigL, static sparse and gradual
+magnitude pruning.
 
 One role per module (as tensorflow-model-optimization and rigl):
 
 - `registry` and `selection`: layer -> prunable weights (plus duck
   typing), and which layers stay dense;
 - `algorithms`: the drop-and-grow step, written once (pure TensorFlow);
-- `policies`: `DSR`, `SET`, `RigL`, `Static` (counts and scores only);
+- `policies`: `DSR`, `SET`, `RigL`, `Static`, `GradualPruning` (counts
+  and scores only);
 - `distributions` and `schedules`: budget split and update schedules;
 - `state`: masks and counters; `masks`: masked gradients and kernels and
   the update of all masks; `stats`: densities, regrowth and the report;
@@ -21,7 +23,14 @@ from keras_compact.sparse.distributions import (
     uniform_densities,
 )
 from keras_compact.sparse.plotting import plot_density
-from keras_compact.sparse.policies import DSR, SET, RigL, SparsePolicy, Static
+from keras_compact.sparse.policies import (
+    DSR,
+    SET,
+    GradualPruning,
+    RigL,
+    SparsePolicy,
+    Static,
+)
 from keras_compact.sparse.registry import prunable_weights, register_prunable
 from keras_compact.sparse.schedules import (
     ConstantDropFraction,
@@ -35,6 +44,7 @@ __all__ = [
     "ConstantDropFraction",
     "CosineDropFraction",
     "DSR",
+    "GradualPruning",
     "PeriodSchedule",
     "RigL",
     "SET",

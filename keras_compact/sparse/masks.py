@@ -125,6 +125,7 @@ def update_masks(
         step,
         counters.end_step.value,
         seed_fn,
+        [w.target for w in weights],
     )
     n_drop = policy.drop_counts(ctx)
     drop_scores = policy.drop_scores(ctx)

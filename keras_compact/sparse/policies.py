@@ -9,6 +9,7 @@ policies are Keras-serializable (`get_config` / `from_config`).
 import numbers
 
 import keras
+import numpy as np
 import tensorflow as tf
 
 from keras_compact.api_export import keras_compact_export
@@ -18,6 +19,7 @@ from keras_compact.sparse.schedules import (
     CosineDropFraction,
     PeriodSchedule,
 )
+from keras_compact.training import arguments as args
 
 
 class UpdateContext:
@@ -30,15 +32,20 @@ class UpdateContext:
         step: the optimizer step (int64 scalar tensor) just completed.
         end_step: the last update step (int64 scalar tensor), if resolved.
         seed: callable `(layer_index, salt) -> int32[2]` stateless seed.
+        targets: the final number of non-zeros of every sparse weight (the
+            split of the budget; ints), or None.
     """
 
-    def __init__(self, kernels, actives, grads, step, end_step, seed):
+    def __init__(
+        self, kernels, actives, grads, step, end_step, seed, targets=None
+    ):
         self.kernels = kernels
         self.actives = actives
         self.grads = grads
         self.step = step
         self.end_step = end_step
         self.seed = seed
+        self.targets = targets
 
     def uniform(self, i, salt):
         """Stateless U[0, 1) noise of layer `i`'s shape."""
@@ -59,11 +66,15 @@ class SparsePolicy:
         needs_gradients: whether `grow_scores` reads dense gradients.
         needs_end_step: whether the policy needs the training length.
         is_static: whether the mask never changes (no update is traced).
+        starts_dense: whether training starts with every weight active
+            and the policy prunes down to the budget (dense to sparse);
+            otherwise the budget holds from the first step.
     """
 
     needs_gradients = False
     needs_end_step = False
     is_static = False
+    starts_dense = False
 
     def check_budget(self, budget):
         """Raises `ValueError` if the policy cannot work with `budget`.
@@ -576,12 +587,141 @@ class DSR(SparsePolicy):
         }
 
 
-_ALIASES = {"dsr": DSR, "set": SET, "rigl": RigL, "static": Static}
+@keras_compact_export
+class GradualPruning(SparsePolicy):
+    """Gradual magnitude pruning (Zhu and Gupta, 2017): dense to sparse.
+
+    Training starts dense. Every `update_interval` steps from `begin_step`
+    to `end_step` (and at `end_step` itself), each sparse layer keeps its
+    largest-|w| weights and prunes the others, so that the pruned share of
+    what the layer must lose follows the cubic schedule
+    `s(t) = 1 - (1 - (t - begin_step) / (end_step - begin_step))**power`:
+    at `end_step` every layer holds exactly its share of the budget
+    (`distribution`), and the mask stays fixed afterwards. Pruned weights
+    never come back; nothing is regrown.
+
+    Unlike DSR, SET and RigL (sparse from the first step, a fixed budget of
+    non-zeros), it trains dense weights first: more compute and memory
+    during training, and at short schedules the better sparse model
+    (RigL's authors match it only by training longer). The defaults are
+    tensorflow-model-optimization's `PolynomialDecay` as the scoreboard's
+    peer runs it: power 3, from step 0, every 100 steps, until 75% of
+    training, uniform per-layer sparsity.
+
+    Args:
+        update_interval: steps between pruning steps. Defaults to 100.
+        begin_step: the step pruning starts at (>= 0). Defaults to 0.
+        end_step: the step at which the final sparsity is reached; `None`
+            uses `end_fraction` of the training length (known at `fit`).
+        end_fraction: fraction of training at which pruning ends when
+            `end_step` is None. Defaults to 0.75.
+        power: the schedule's exponent, > 0. Defaults to 3.
+
+    Raises:
+        TypeError: for a `begin_step` that is not an int or a `power` that
+            is not a number.
+        ValueError: for a non-positive `update_interval` or `power`, a
+            negative `begin_step`, an `end_step` not after `begin_step`,
+            or `end_fraction` outside (0, 1].
+
+    Example:
+
+    ```python
+    SparseTraining(sparsity=0.9, policy=GradualPruning())
+    ```
+
+    Reference:
+        Zhu, Gupta. "To prune, or not to prune: exploring the efficacy of
+        pruning for model compression", ICLR Workshop 2018
+        (arXiv:1710.01878).
+    """
+
+    needs_end_step = True
+    starts_dense = True
+
+    def __init__(
+        self,
+        update_interval=100,
+        begin_step=0,
+        end_step=None,
+        end_fraction=0.75,
+        power=3.0,
+    ):
+        self.update_interval = _check_interval(update_interval)
+        self.begin_step = args.check_int(begin_step, "begin_step", minimum=0)
+        self.end_step, self.end_fraction = _check_end(end_step, end_fraction)
+        if self.end_step is not None and self.end_step <= self.begin_step:
+            raise ValueError(
+                "Expected `end_step` after `begin_step`. Received: "
+                f"begin_step={begin_step!r}, end_step={end_step!r}"
+            )
+        args.check_float(power, "power", low=0.0, low_open=True)
+        self.power = float(power)
+
+    def should_update(self, step, epoch, end_step):
+        step = tf.cast(step, tf.int64)
+        end = tf.cast(end_step, tf.int64)
+        begin = tf.constant(self.begin_step, tf.int64)
+        on_grid = tf.logical_or(
+            tf.equal((step - begin) % self.update_interval, 0),
+            tf.equal(step, end),
+        )
+        return tf.logical_and(
+            on_grid, tf.logical_and(step > begin, step <= end)
+        )
+
+    def update_spacing(self, epochs=None):
+        return self.update_interval
+
+    def pruned_share(self, step, end_step):
+        """`s(t)`: the share of each layer's prunable weights pruned by
+        `step` (0 at `begin_step`, 1 from `end_step` on)."""
+        begin = float(self.begin_step)
+        t = (tf.cast(step, tf.float32) - begin) / tf.maximum(
+            tf.cast(end_step, tf.float32) - begin, 1.0
+        )
+        t = tf.clip_by_value(t, 0.0, 1.0)
+        return 1.0 - (1.0 - t) ** self.power
+
+    def drop_counts(self, ctx):
+        share = self.pruned_share(ctx.step, ctx.end_step)
+        out = []
+        for active, target in zip(ctx.actives, ctx.targets):
+            size = int(np.prod(active.shape))
+            keep = size - tf.cast(
+                tf.round(share * float(size - int(target))), tf.int32
+            )
+            out.append(tf.maximum(algorithms.count(active) - keep, 0))
+        return out
+
+    def grow_counts(self, ctx, n_drop):
+        return [tf.constant(0, tf.int32) for _ in n_drop]
+
+    def grow_scores(self, ctx):
+        return [tf.fill(tf.shape(k), algorithms.NEG_INF) for k in ctx.kernels]
+
+    def get_config(self):
+        return {
+            "update_interval": self.update_interval,
+            "begin_step": self.begin_step,
+            "end_step": self.end_step,
+            "end_fraction": self.end_fraction,
+            "power": self.power,
+        }
+
+
+_ALIASES = {
+    "dsr": DSR,
+    "set": SET,
+    "rigl": RigL,
+    "static": Static,
+    "gmp": GradualPruning,
+}
 
 
 def get_policy(policy):
-    """A policy instance from a name ("dsr", "set", "rigl", "static"), a
-    config dict or an instance."""
+    """A policy instance from a name ("dsr", "set", "rigl", "static",
+    "gmp"), a config dict or an instance."""
     if isinstance(policy, SparsePolicy):
         return policy
     if isinstance(policy, str) and policy.lower() in _ALIASES:

@@ -20,7 +20,8 @@ from keras_compact.training.technique import Technique
 
 @keras_compact_export
 class SparseTraining(Technique):
-    """Sparse training with a fixed budget of non-zero weights.
+    """Sparse training with a fixed budget of non-zero weights (or, with
+    `GradualPruning`, pruning a dense start down to that budget).
 
     Masks the prunable kernels (convolutions of every kind, Dense,
     EinsumDense, any layer declaring `prunable_weights`) found by walking
@@ -34,10 +35,11 @@ class SparseTraining(Technique):
     In the compiled train step, gradients of inactive weights are masked
     and the kernels are multiplied by their masks after every optimizer
     step (any checkpoint is exactly sparse). The policy (`DSR`, `SET`,
-    `RigL`, `Static`) decides when and how the masks change, keyed on
-    `optimizer.iterations`, with stateless random numbers seeded by
-    `(seed, layer, step)`: replicas agree, resumed runs reproduce. Regrown
-    weights start at zero (or He-normal), their optimizer slots reset.
+    `RigL`, `Static`, `GradualPruning`) decides when and how the masks
+    change, keyed on `optimizer.iterations`, with stateless random numbers
+    seeded by `(seed, layer, step)`: replicas agree, resumed runs
+    reproduce. Regrown weights start at zero (or He-normal), their
+    optimizer slots reset.
     Masks, counters and DSR's threshold are weights of this technique
     (saved in `.keras` files and `BackupAndRestore` checkpoints).
 
@@ -51,8 +53,9 @@ class SparseTraining(Technique):
     Args:
         sparsity: fraction of zeros over the sparse weights, in [0, 1)
             (default 0.9).
-        policy: `"dsr"` (default), `"set"`, `"rigl"`, `"static"` or a
-            policy instance (`DSR(...)`, `SET(...)`, `RigL(...)`, `Static()`).
+        policy: `"dsr"` (default), `"set"`, `"rigl"`, `"static"`, `"gmp"`
+            or a policy instance (`DSR(...)`, `SET(...)`, `RigL(...)`,
+            `Static()`, `GradualPruning(...)`).
         distribution: initial split of the budget: `"uniform"` (default:
             the same density in every sparse layer) or `"erk"`.
         dense_layers: layers kept dense: `"auto"` (default: the paper's,

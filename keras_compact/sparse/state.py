@@ -33,7 +33,9 @@ class SparseWeight:
         key: the name used in reports and logs (the layer name, or
             `"layer.label"` for a layer with several sparse weights).
         regrown: a variable marking the positions grown by the last update,
-            or `None` (static policies).
+            or `None` (policies that never grow: static, gradual pruning).
+        target: the weight's share of the budget, its final number of
+            non-zeros (a dense-to-sparse policy prunes down to it).
     """
 
     def __init__(self, layer, label, variable, mask, key):
@@ -43,6 +45,7 @@ class SparseWeight:
         self.mask = mask
         self.key = key
         self.regrown = None  # positions grown by the last update
+        self.target = None  # final non-zeros (set by `create_state`)
 
     @property
     def size(self):
@@ -245,8 +248,8 @@ def create_masks(add_weight, entries, counts, seed, track_regrowth):
         counts: the initial non-zeros of each (`initial_counts`).
         seed: the int seed of the random initial masks (the mask of weight
             `i` is drawn with `numpy.random.default_rng([seed, i])`).
-        track_regrowth: whether to create the `regrown` variables (every
-            policy but a static one).
+        track_regrowth: whether to create the `regrown` variables (the
+            policies that grow weights: all but static and gradual pruning).
 
     Returns:
         A list of `SparseWeight`.
@@ -302,9 +305,13 @@ def create_state(add_weight, entries, policy, distribution, sparsity, seed):
     counts = initial_counts(distribution, shapes, sparsity)
     budget = int(sum(counts))
     policy.check_budget(budget)
-    weights = create_masks(
-        add_weight, entries, counts, seed, track_regrowth=not policy.is_static
-    )
+    # A dense-to-sparse policy starts with every weight active and prunes
+    # down to `counts` (each weight's `target`); nothing is regrown.
+    start = [int(np.prod(s)) for s in shapes] if policy.starts_dense else counts
+    grows = not (policy.is_static or policy.starts_dense)
+    weights = create_masks(add_weight, entries, start, seed, grows)
+    for w, n in zip(weights, counts):
+        w.target = int(n)
     end = getattr(policy, "end_step", None)
     return weights, SparseCounters(add_weight, end), budget
 
