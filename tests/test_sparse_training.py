@@ -704,3 +704,11 @@ def test_gradual_pruning_round_trips_and_resolves_its_end_from_fit(tmp_path):
     assert policy.get_config() == tech.policy.get_config()
     for k, m in masks_of(tech).items():
         np.testing.assert_array_equal(m, masks_of(loaded.techniques[0])[k])
+
+
+def test_gradual_pruning_that_would_never_prune_is_refused_at_fit():
+    # 4 steps an epoch x 2 epochs x 0.75: the end step 6 is before step 10.
+    _, _, trainer = make(GradualPruning(begin_step=10))
+    x, y = data()
+    with pytest.raises(ValueError, match="begin_step=10.*end_step=6"):
+        trainer.fit(x, y, batch_size=16, epochs=2, verbose=0)

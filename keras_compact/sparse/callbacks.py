@@ -78,9 +78,9 @@ class SparsityMonitor(keras.callbacks.Callback):
                 "explicit `end_step` to the policy. Received: "
                 f"epochs={epochs}, steps={steps}, end_step=None"
             )
-        t.end_step.assign(
-            max(1, int(policy.end_fraction * int(epochs) * int(steps)))
-        )
+        end = max(1, int(policy.end_fraction * int(epochs) * int(steps)))
+        policy.check_end_step(end)
+        t.end_step.assign(end)
 
     def _warn_once(self, key, message):
         t = self.technique

@@ -93,6 +93,10 @@ class SparsePolicy:
     def should_update(self, step, epoch, end_step):
         return tf.constant(False)
 
+    def check_end_step(self, end_step):
+        """Raises `ValueError` if the policy cannot work with the last
+        update step resolved at the start of `fit` (an int)."""
+
     def update_spacing(self, epochs=None):
         """The fewest iterations between two mask updates.
 
@@ -672,6 +676,16 @@ class GradualPruning(SparsePolicy):
 
     def update_spacing(self, epochs=None):
         return self.update_interval
+
+    def check_end_step(self, end_step):
+        if end_step <= self.begin_step:
+            raise ValueError(
+                "GradualPruning would never prune: its end step comes at or "
+                "before `begin_step`. Expected an end step after "
+                f"begin_step={self.begin_step}. Received: end_step="
+                f"{end_step} (end_fraction={self.end_fraction} of this "
+                "fit); lower `begin_step` or train longer."
+            )
 
     def pruned_share(self, step, end_step):
         """`s(t)`: the share of each layer's prunable weights pruned by
