@@ -79,6 +79,28 @@ def markdown_table(rows, columns=None):
     return "\n".join(out) + "\n"
 
 
+def add_checkpoint_dir(parser, bench):
+    """`--checkpoint-dir`: where each run of a benchmark backs up every
+    epoch (outside the repository; default ~/.cache/keras_compact/<bench>),
+    so that rerunning the same command resumes an interrupted run."""
+    parser.add_argument(
+        "--checkpoint-dir",
+        default=f"~/.cache/keras_compact/{bench}",
+        help="each run checkpoints every epoch under this folder (outside "
+        "the repository): a rerun of the same command resumes an "
+        "interrupted run from its last finished epoch",
+    )
+
+
+def run_backup(args, run):
+    """The `BackupAndRestore` of run `run` of benchmark `args.name`, under
+    `args.checkpoint_dir` (see `add_checkpoint_dir`)."""
+    import keras
+
+    folder = pathlib.Path(args.checkpoint_dir).expanduser() / args.name
+    return keras.callbacks.BackupAndRestore(str(folder / run))
+
+
 def budget_of(args, *names):
     """The budget dict of a run: the named argparse values (what a rerun
     must repeat for `RunLog` to resume)."""

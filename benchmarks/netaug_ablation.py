@@ -25,9 +25,8 @@ one.
 """
 
 import argparse
-import pathlib
 
-import keras
+import harness  # first: it sets the environment
 from harness import RunLog, write_results
 from netaug_cifar10 import _train
 
@@ -100,13 +99,7 @@ def main():
         help="CIFAR strides (32x32 -> 4x4) instead of ImageNet strides",
     )
     p.add_argument("--name", default="netaug_ablation", help="results name")
-    p.add_argument(
-        "--checkpoint-dir",
-        default="~/.cache/keras_compact/netaug_bench",
-        help="each arm checkpoints every epoch under this folder (outside "
-        "the repository); a rerun of the same command skips finished arms "
-        "and resumes an interrupted one from its last epoch",
-    )
+    harness.add_checkpoint_dir(p, "netaug_bench")
     args = p.parse_args()
 
     def fresh_splits():
@@ -141,7 +134,6 @@ def main():
     # Finished arms are kept as each one ends (a rerun of the same command
     # skips them); `wall_s` of a row counts its own process's part only.
     log = RunLog(args.name, budget)
-    folder = pathlib.Path(args.checkpoint_dir).expanduser() / args.name
     for arm in args.arms:
         if log.done(arm=arm, seed=args.seed):
             continue
@@ -151,9 +143,7 @@ def main():
             kw["label_smoothing"] = kw.pop("netaug_label_smoothing")
         use = ARMS[arm] is not None and kw.pop("netaug", True)
         t = [NetAug(seed=args.seed, **kw)] if use else None
-        backup = keras.callbacks.BackupAndRestore(
-            str(folder / f"{arm}_s{args.seed}")
-        )
+        backup = harness.run_backup(args, f"{arm}_s{args.seed}")
         r = _train(
             build,
             fresh_splits(),

@@ -28,10 +28,9 @@ Writes benchmarks/results/<name>.{json,md} (default reparam_cifar10).
 
 import argparse
 import json
-import pathlib
 import time
 
-import harness  # noqa: F401  (first: it sets the environment)
+import harness  # first: it sets the environment
 import keras
 import numpy as np
 from harness import RESULTS, RunLog, write_results
@@ -106,16 +105,6 @@ def paired_step_times(args, key, families, batch, rounds):
                 tr.train_on_batch(xb, yb)
                 times[name].append(time.perf_counter() - t0)
     return {n: float(np.median(t)) * 1e3 for n, t in times.items()}
-
-
-def checkpoint(args, key, arm, seed):
-    """Every epoch of a run backed up under `--checkpoint-dir`; a rerun of
-    an interrupted run resumes from its last finished epoch (its `train_s`
-    then counts the resumed part only)."""
-    folder = pathlib.Path(args.checkpoint_dir).expanduser() / args.name
-    return keras.callbacks.BackupAndRestore(
-        str(folder / f"{key}_{arm}_s{seed}")
-    )
 
 
 def summarize(rows, seeds):
@@ -228,12 +217,7 @@ def main():
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
     p.add_argument("--timing-rounds", type=int, default=10)
-    p.add_argument(
-        "--checkpoint-dir",
-        default="~/.cache/keras_compact/reparam_bench",
-        help="each run checkpoints every epoch under this folder (outside "
-        "the repository): an interrupted run resumes from its last epoch",
-    )
+    harness.add_checkpoint_dir(p, "reparam_bench")
     p.add_argument("--name", default="reparam_cifar10")
     p.add_argument("--note", action="append", default=[])
     p.add_argument(
@@ -308,7 +292,9 @@ def main():
                 techniques=techniques(arm, seed),
                 seed=seed,
                 verbose=0,
-                callbacks=[checkpoint(args, key, arm, seed)],
+                # Every epoch backed up: an interrupted run resumes (its
+                # `train_s` then counts the resumed part only).
+                callbacks=[harness.run_backup(args, f"{key}_{arm}_s{seed}")],
             )
             error, report = fold_check(res, splits)
             stripped = res.trainer.strip()
