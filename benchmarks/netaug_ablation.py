@@ -62,6 +62,13 @@ ARMS = {
     "min_resolution_4": {"min_resolution": 4},
     "min_resolution_2": {"min_resolution": 2},
     "min_resolution_none": {"min_resolution": None},
+    # The augmented pass only in part of the epochs (the tiny model trains
+    # alone in the rest, at a plain step's cost): stopped after, started
+    # after a fraction of them.
+    "stop_at_0.5": {"stop_at": 0.5},
+    "stop_at_0.75": {"stop_at": 0.75},
+    "start_at_0.25": {"start_at": 0.25},
+    "start_at_0.5": {"start_at": 0.5},
     "width_only_no_head": {
         "expand_multipliers": (1.0,),
         "stop_width_at": 1.0,
@@ -99,6 +106,9 @@ def main():
         help="CIFAR strides (32x32 -> 4x4) instead of ImageNet strides",
     )
     p.add_argument("--name", default="netaug_ablation", help="results name")
+    p.add_argument(
+        "--note", action="append", default=[], help="a note for the results"
+    )
     harness.add_checkpoint_dir(p, "netaug_bench")
     args = p.parse_args()
 
@@ -172,7 +182,7 @@ def main():
     for row in rows:
         if base and row is not base[0]:  # against the plain baseline
             row["minus_baseline"] = row["test_acc"] - base[0]["test_acc"]
-    write_results(args.name, rows, budget, columns=COLUMNS)
+    write_results(args.name, rows, budget, notes=args.note, columns=COLUMNS)
 
 
 if __name__ == "__main__":

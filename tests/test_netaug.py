@@ -232,6 +232,46 @@ def test_nothing_to_augment_warns_and_reports():
     assert "0 augmented" in str(_report(netaug))
 
 
+def test_stop_at_ends_the_augmented_pass_and_then_steps_like_plain():
+    model = residual_model()
+    twin = keras.models.clone_model(model)
+    twin.set_weights(model.get_weights())
+    trainer, netaug = _attach(model, stop_at=0.5)
+    _compile(trainer)
+    history = trainer.fit(_dataset(model), epochs=4, verbose=0).history
+    # Epochs 0-1 augmented, 2-3 not: no term, no augmented loss logged.
+    assert min(history["netaug_loss"][:2]) > 0
+    assert history["netaug_loss"][2:] == [0.0, 0.0]
+    assert len(history["netaug_aug_loss"]) == 2
+    # A step after the stop is a plain step: same update as a plain
+    # trainer from the same weights (plain SGD, so no optimizer state).
+    plain = Trainer(twin)
+    for t in (trainer, plain):
+        t.compile(optimizer=keras.optimizers.SGD(0.1), loss=LOSS)
+    twin.set_weights(model.get_weights())
+    x, y = next(iter(_dataset(model, n=4)))
+    trainer.train_on_batch(x, y)
+    plain.train_on_batch(x, y)
+    for a, b in zip(model.get_weights(), twin.get_weights()):
+        np.testing.assert_allclose(a, b, atol=1e-6)
+    # A fit resumed in the augmented phase turns it back on.
+    trainer.fit(_dataset(model), epochs=4, initial_epoch=1, verbose=0)
+    assert len(trainer.history.history["netaug_aug_loss"]) == 1
+
+
+def test_start_at_delays_the_augmented_pass():
+    model = residual_model()
+    trainer, netaug = _attach(model, start_at=0.5)
+    _compile(trainer)
+    history = trainer.fit(_dataset(model), epochs=4, verbose=0).history
+    assert history["netaug_loss"][:2] == [0.0, 0.0]
+    assert min(history["netaug_loss"][2:]) > 0
+    assert len(history["netaug_aug_loss"]) == 2
+    config = netaug.get_config()
+    assert (config["start_at"], config["stop_at"]) == (0.5, 1.0)
+    assert NetAug.from_config(config).start_at == 0.5
+
+
 @pytest.mark.parametrize(
     "kwargs, match, error",
     [
@@ -246,6 +286,15 @@ def test_nothing_to_augment_warns_and_reports():
         ({"label_smoothing": 1.0}, "label_smoothing=1.0", ValueError),
         ({"stop_width_at": 0}, "stop_width_at=0", ValueError),
         ({"stop_width_at": "later"}, "stop_width_at='later'", TypeError),
+        ({"stop_at": 0}, "stop_at=0", ValueError),
+        ({"stop_at": 1.5}, "stop_at=1.5", ValueError),
+        ({"stop_at": None}, "stop_at=None", TypeError),
+        ({"start_at": 1.0}, "start_at=1.0", ValueError),
+        (
+            {"start_at": 0.5, "stop_at": 0.5},
+            "start_at=0.5, stop_at=0.5",
+            ValueError,
+        ),
         ({"sort_channels": "yes"}, "sort_channels='yes'", TypeError),
         ({"seed": 1.5}, "seed=1.5", TypeError),
         ({"exclude": "head_conv"}, "exclude='head_conv'", TypeError),

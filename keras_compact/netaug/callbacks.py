@@ -5,28 +5,34 @@ import keras
 from keras_compact.netaug import sorting
 
 
-class WidthSchedule(keras.callbacks.Callback):
-    """Turns width augmentation off after `stop_width_at` of the epochs.
+class PhaseSchedule(keras.callbacks.Callback):
+    """Turns a phase on for a span of the epochs: sets an int32 flag to 1
+    at the start of the epochs in `[start_at * epochs, stop_at * epochs)`,
+    else 0 (NetAug's width phase, `stop_width_at`, and its augmented pass,
+    `start_at` / `stop_at`).
 
     Args:
-        width_enabled: the int32 scalar variable the sampler reads.
-        stop_width_at: the fraction of `fit`'s `epochs` (so `initial_epoch`
-            resumes correctly) after which it is set to 0.
+        enabled: the int32 scalar variable that gates the phase.
+        stop_at: the fraction of `fit`'s `epochs` (so `initial_epoch`
+            resumes correctly) from which it is set to 0.
+        start_at: the fraction before which it is set to 0.
     """
 
-    def __init__(self, width_enabled, stop_width_at):
+    def __init__(self, enabled, stop_at, start_at=0.0):
         super().__init__()
-        self.width_enabled = width_enabled
-        self.stop_width_at = stop_width_at
+        self.enabled = enabled
+        self.start_at = start_at
+        self.stop_at = stop_at
 
     def on_epoch_begin(self, epoch, logs=None):
         epochs = self.params.get("epochs") or 1
-        self.width_enabled.assign(int(epoch < self.stop_width_at * epochs))
+        on = self.start_at * epochs <= epoch < self.stop_at * epochs
+        self.enabled.assign(int(on))
 
 
 class ChannelSorting(keras.callbacks.Callback):
     """Sorts the expand groups' channels by importance at the start of
-    every epoch of the width phase (after `WidthSchedule` has set it), as
+    every epoch of the width phase (after `PhaseSchedule` has set it), as
     the released code does (`sorting.sort_expand_channels`).
 
     Args:
@@ -73,6 +79,8 @@ class Monitor(keras.callbacks.Callback):
     def on_epoch_end(self, epoch, logs=None):
         if logs is None or not self.num_groups:
             return
+        if not float(self.aug_loss.count.numpy()):
+            return  # No augmented pass this epoch (`stop_at`).
         aug = float(self.aug_loss.result())
         logs["netaug_aug_loss"] = aug
         task = logs.get("task_loss")

@@ -24,7 +24,7 @@ from keras_compact.netaug.augmented_loss import (
 from keras_compact.netaug.callbacks import (
     ChannelSorting,
     Monitor,
-    WidthSchedule,
+    PhaseSchedule,
 )
 from keras_compact.netaug.supernet import OUTPUT_GUARDS, Supernet
 from keras_compact.training import arguments as args
@@ -94,6 +94,11 @@ class NetAug(Technique):
         stop_width_at: fraction of `fit`'s `epochs` after which only the
             expand groups are augmented, in (0, 1]; "auto": 0.5 with
             expand groups, else 1.0 (never stops).
+        start_at: fraction of `fit`'s `epochs` before which there is no
+            augmented pass (the tiny model trains alone, at a plain step's
+            cost), in [0, 1).
+        stop_at: fraction of the epochs from which the augmented pass
+            stops, in (0, 1], above `start_at`; 1.0 never stops.
         sort_channels: whether to sort the expand groups' channels by
             importance at each epoch start of the width phase
             (`keras_compact.netaug.sorting`).
@@ -143,6 +148,8 @@ class NetAug(Technique):
         label_smoothing=None,
         from_logits=True,
         stop_width_at="auto",
+        start_at=0.0,
+        stop_at=1.0,
         sort_channels=False,
         exclude=None,
         output_guard="scale",
@@ -163,6 +170,13 @@ class NetAug(Technique):
         )
         if stop != "auto":
             args.check_float(stop, "stop_width_at", 0.0, 1.0, low_open=True)
+        args.check_float(start_at, "start_at", 0.0, 1.0, high_open=True)
+        args.check_float(stop_at, "stop_at", 0.0, 1.0, low_open=True)
+        if start_at >= stop_at:
+            raise ValueError(
+                "Expected `start_at` < `stop_at`. Received: "
+                f"start_at={start_at}, stop_at={stop_at}"
+            )
         args.check_bool(sort_channels, "sort_channels")
         exclude = args.check_names(
             () if exclude is None else exclude, "exclude"
@@ -177,6 +191,8 @@ class NetAug(Technique):
         self.label_smoothing = None if ls is None else float(ls)
         self.from_logits = bool(from_logits)
         self.stop_width_at = stop if stop == "auto" else float(stop)
+        self.start_at = float(start_at)
+        self.stop_at = float(stop_at)
         self.sort_channels = sort_channels
         self.exclude = tuple(exclude)
         self.output_guard = output_guard
@@ -193,6 +209,12 @@ class NetAug(Technique):
         self._eager_draws = 0
         self.width_enabled = self.add_weight(
             name="width_enabled", initializer="ones", **scalar
+        )
+        # Set at every epoch start (`stop_at`): not saved with the weights.
+        self._phase = Untracked(
+            augment=keras.Variable(
+                1, dtype="int32", trainable=False, name="augment_enabled"
+            )
         )
         self._supernet = self._monitor = None
 
@@ -237,9 +259,14 @@ class NetAug(Technique):
         cbs = [Monitor(m.aug_loss, self._supernet.num_groups, m.check)]
         stop = self.effective_stop_width_at
         if stop < 1.0:
-            cbs.append(WidthSchedule(self.width_enabled, stop))
+            cbs.append(PhaseSchedule(self.width_enabled, stop))
         else:
             self.width_enabled.assign(1)
+        if self.start_at > 0.0 or self.stop_at < 1.0:
+            on = PhaseSchedule(self._phase.augment, self.stop_at, self.start_at)
+            cbs.append(on)
+        else:
+            self._phase.augment.assign(1)
         if self.sort_channels:
             cbs.append(ChannelSorting(self._supernet, self.width_enabled))
         return cbs
@@ -248,12 +275,21 @@ class NetAug(Technique):
         # The augmented model's forward pass (declared: extra_forward_passes).
         if not self._supernet.num_groups:
             return {"netaug_loss": ops.zeros((), dtype="float32")}
-        widths = self.sample_widths(ctx.step)
-        loss = self.augmented_loss(
-            ctx.trainer, ctx.x, ctx.y, widths, ctx.sample_weight
-        )
-        self._monitor.aug_loss.update_state(loss)
-        return {"netaug_loss": ops.multiply(self.alpha, loss)}
+
+        def augmented():
+            widths = self.sample_widths(ctx.step)
+            loss = self.augmented_loss(
+                ctx.trainer, ctx.x, ctx.y, widths, ctx.sample_weight
+            )
+            self._monitor.aug_loss.update_state(loss)
+            return ops.multiply(self.alpha, loss)
+
+        if self.start_at == 0.0 and self.stop_at == 1.0:
+            return {"netaug_loss": augmented()}
+        # Outside `[start_at, stop_at)` the step skips the augmented pass.
+        zero = lambda: ops.zeros((), dtype="float32")  # noqa: E731
+        on = ops.greater(self._phase.augment, 0)
+        return {"netaug_loss": ops.cond(on, augmented, zero)}
 
     def augmented_loss(self, trainer, x, y, widths, sample_weight=None):
         """The (unweighted) loss of the augmented sub-model of `widths`
@@ -324,6 +360,8 @@ class NetAug(Technique):
             "label_smoothing": self.label_smoothing,
             "from_logits": self.from_logits,
             "stop_width_at": self.stop_width_at,
+            "start_at": self.start_at,
+            "stop_at": self.stop_at,
             "sort_channels": self.sort_channels,
             "exclude": list(self.exclude),
             "output_guard": self.output_guard,
