@@ -18,6 +18,7 @@ runs the same comparison for a tiny CNN on Fashion-MNIST.
 """
 
 import argparse
+import json
 import os
 import tempfile
 import time
@@ -175,7 +176,7 @@ def run_comparison(
         for arm in arms:
             techniques = []
             if arm.startswith("netaug"):
-                techniques.append(NetAug(seed=seed))
+                techniques.append(NetAug(seed=seed, **args.netaug_config))
             if arm.endswith("kd"):
                 techniques.append(training.Distillation(teacher_model))
             results[arm] = r = _train(
@@ -243,14 +244,16 @@ def _compiled(
     return trainer
 
 
-def paired_step_time(build, splits, rounds=8, steps=12, seed=0):
+def paired_step_time(
+    build, splits, rounds=8, steps=12, seed=0, netaug_config=None
+):
     """Median step times of plain training and of NetAug's two phases,
     measured interleaved in one process (round-robin blocks of `steps`
     steps, the first round discarded as warm-up), so that the machine's
     load swings hit every arm alike."""
     keras.utils.set_random_seed(seed)
     n = int(splits.train.cardinality())
-    netaug = NetAug(seed=seed)
+    netaug = NetAug(seed=seed, **(netaug_config or {}))
     plain = _compiled(build(), None, n, 2)
     augmented = _compiled(build(), [netaug], n, 2)
     # `fit(epochs=1)` runs in the width phase; `fit(initial_epoch=1,
@@ -313,7 +316,9 @@ def _first_seed_extras(results, splits, args, build_student):
     # Step time vs the arithmetic bound 1 + E[MACs(aug)] / MACs(tiny),
     # measured interleaved (the training runs' own medians are listed too,
     # but they were taken minutes apart on a shared machine).
-    out["step_time"] = paired_step_time(build_student, splits)
+    out["step_time"] = paired_step_time(
+        build_student, splits, netaug_config=args.netaug_config
+    )
     width_ms, expand_ms = _timer_phases(aug, aug.trainer.techniques[0])
     out["step_time_in_training_runs"] = {
         "baseline_step_ms": base.median_step_ms,
@@ -373,7 +378,8 @@ def _large_model(dataset, large, args):
     epochs = args.large_epochs or args.epochs
     out = {"model": f"{name} {kw}", "epochs": epochs, "seed": args.seeds[0]}
     for arm, techniques in (("baseline", None), ("netaug", True)):
-        t = [NetAug(seed=args.seeds[0])] if techniques else None
+        kw = args.netaug_config
+        t = [NetAug(seed=args.seeds[0], **kw)] if techniques else None
         r = _train(build, splits, epochs, args.seeds[0], t)
         out[f"{arm}_acc"] = r.test_accuracy
         out[f"{arm}_train_acc"] = r.history["accuracy"][-1]
@@ -422,6 +428,13 @@ def parse(defaults):
         default=None,
         help="epochs of the large model (default: --epochs)",
     )
+    p.add_argument(
+        "--netaug-config",
+        type=json.loads,
+        default={},
+        help="NetAug keyword arguments as JSON, e.g. '{\"start_at\": 0.5}' "
+        "(default: NetAug's defaults)",
+    )
     args = p.parse_args()
     args.arms = sorted(set(args.arms) | {"baseline", "netaug"}, key=ARMS.index)
     return args
@@ -451,6 +464,7 @@ def main():
         "budget",
         "netaug": "width [1, 1.8, 2.6], expand [1, 1.6, 2.2, 2.8], alpha 1, "
         "width augmentation for the first half of the epochs",
+        "netaug_config": args.netaug_config,
         "kd": "T=4, alpha=0.9",
         "large": "off"
         if large is None

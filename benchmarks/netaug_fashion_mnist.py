@@ -33,6 +33,7 @@ def main():
         "teacher": f"tiny_cnn width 2.0, trained once (seed {args.seeds[0]})",
         "netaug": "width [1, 1.8, 2.6] (no inverted residuals: no expand "
         "groups, width augmented throughout), alpha 1",
+        "netaug_config": args.netaug_config,
         "kd": "T=4, alpha=0.9",
         "optimizer": "SGD-Nesterov 0.9, 2 warm-up epochs to lr 0.02 then "
         "cosine, wd 5e-5",
