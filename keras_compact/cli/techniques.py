@@ -51,7 +51,10 @@ class TechniqueFlags:
         return self.flag.lstrip("-").replace("-", "_")
 
     def add_arguments(self, group):
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `add_arguments(group)`: "
+            "its flags on the argparse group."
+        )
 
     def enabled(self, args):
         return getattr(args, self.dest, None) not in (None, False)
@@ -66,7 +69,10 @@ class TechniqueFlags:
             args: the parsed `argparse.Namespace`.
             context: a `RunContext` (splits, model, seed, output folder).
         """
-        raise NotImplementedError
+        raise NotImplementedError(
+            f"{type(self).__name__} must implement `build(args, context)`: "
+            "the technique of its parsed flags."
+        )
 
 
 def _in_range(value, flag, low, high, low_open=False, high_open=False):

@@ -80,7 +80,7 @@ class Monitor(keras.callbacks.Callback):
         if logs is None or not self.num_groups:
             return
         if not float(self.aug_loss.count.numpy()):
-            return  # No augmented pass this epoch (`stop_at`).
+            return  # No augmented pass this epoch (`start_at` / `stop_at`).
         aug = float(self.aug_loss.result())
         logs["netaug_aug_loss"] = aug
         task = logs.get("task_loss")

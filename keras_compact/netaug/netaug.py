@@ -50,6 +50,10 @@ def _multipliers(value, name):
     return tuple(sorted(set(values)))
 
 
+def _zero():
+    return ops.zeros((), dtype="float32")
+
+
 @keras_compact_export
 class NetAug(Technique):
     """Network augmentation: trains a tiny model inside wider ones.
@@ -210,7 +214,7 @@ class NetAug(Technique):
         self.width_enabled = self.add_weight(
             name="width_enabled", initializer="ones", **scalar
         )
-        # Set at every epoch start (`stop_at`): not saved with the weights.
+        # Set at every epoch start (`start_at` / `stop_at`): not saved.
         self._phase = Untracked(
             augment=keras.Variable(
                 1, dtype="int32", trainable=False, name="augment_enabled"
@@ -257,16 +261,15 @@ class NetAug(Technique):
     def callbacks(self, trainer):
         m = self._monitor
         cbs = [Monitor(m.aug_loss, self._supernet.num_groups, m.check)]
-        stop = self.effective_stop_width_at
-        if stop < 1.0:
-            cbs.append(PhaseSchedule(self.width_enabled, stop))
-        else:
-            self.width_enabled.assign(1)
-        if self.start_at > 0.0 or self.stop_at < 1.0:
-            on = PhaseSchedule(self._phase.augment, self.stop_at, self.start_at)
-            cbs.append(on)
-        else:
-            self._phase.augment.assign(1)
+        phases = (
+            (self.width_enabled, 0.0, self.effective_stop_width_at),
+            (self._phase.augment, self.start_at, self.stop_at),
+        )
+        for enabled, start, stop in phases:
+            if (start, stop) == (0.0, 1.0):
+                enabled.assign(1)  # On throughout (also after another fit).
+            else:
+                cbs.append(PhaseSchedule(enabled, stop, start))
         if self.sort_channels:
             cbs.append(ChannelSorting(self._supernet, self.width_enabled))
         return cbs
@@ -274,7 +277,7 @@ class NetAug(Technique):
     def loss_terms(self, ctx):
         # The augmented model's forward pass (declared: extra_forward_passes).
         if not self._supernet.num_groups:
-            return {"netaug_loss": ops.zeros((), dtype="float32")}
+            return {"netaug_loss": _zero()}
 
         def augmented():
             widths = self.sample_widths(ctx.step)
@@ -284,12 +287,11 @@ class NetAug(Technique):
             self._monitor.aug_loss.update_state(loss)
             return ops.multiply(self.alpha, loss)
 
-        if self.start_at == 0.0 and self.stop_at == 1.0:
+        if (self.start_at, self.stop_at) == (0.0, 1.0):
             return {"netaug_loss": augmented()}
         # Outside `[start_at, stop_at)` the step skips the augmented pass.
-        zero = lambda: ops.zeros((), dtype="float32")  # noqa: E731
         on = ops.greater(self._phase.augment, 0)
-        return {"netaug_loss": ops.cond(on, augmented, zero)}
+        return {"netaug_loss": ops.cond(on, augmented, _zero)}
 
     def augmented_loss(self, trainer, x, y, widths, sample_weight=None):
         """The (unweighted) loss of the augmented sub-model of `widths`
