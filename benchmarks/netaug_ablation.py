@@ -25,6 +25,8 @@ one.
 """
 
 import argparse
+import hashlib
+import json
 
 import harness  # first: it sets the environment
 from harness import RunLog, write_results
@@ -61,6 +63,7 @@ ARMS = {
     # `netaug_min_resolution_imagenet_s*`, None augments every group.
     "min_resolution_4": {"min_resolution": 4},
     "min_resolution_2": {"min_resolution": 2},
+    "min_resolution_8": {"min_resolution": 8},
     "min_resolution_none": {"min_resolution": None},
     # The augmented pass only in part of the epochs (the tiny model trains
     # alone in the rest, at a plain step's cost): stopped after, started
@@ -92,6 +95,14 @@ COLUMNS = [
     "minus_baseline",
     "aug_tiny_loss_ratio",
 ]
+
+
+def netaug_config(technique):
+    """A NetAug's settings as they read back from JSON (no layer keys)."""
+    config = technique.get_config()
+    for key in ("name", "trainable", "dtype"):
+        config.pop(key, None)
+    return json.loads(json.dumps(config))
 
 
 def main():
@@ -138,22 +149,32 @@ def main():
             "CIFAR (32x32 -> 4x4)" if args.cifar_stem else "ImageNet"
         ),
         "protocol": "as netaug_cifar10.py (SGD-Nesterov, 2 warm-up "
-        "epochs to lr 0.02, cosine, wd 5e-5; NetAug defaults but for "
-        "the arm's settings: {}".format({a: ARMS[a] for a in args.arms}),
+        "epochs to lr 0.02, cosine, wd 5e-5); each row's NetAug settings "
+        "in full in its `netaug_config` (JSON), its training settings in "
+        "`training`",
     }
     # Finished arms are kept as each one ends (a rerun of the same command
-    # skips them); `wall_s` of a row counts its own process's part only.
+    # skips them, and another command under the same name reuses them:
+    # a row is matched by arm, seed and its full NetAug configuration, so
+    # a changed default retrains); `wall_s` counts its own process only.
     log = RunLog(args.name, budget)
     for arm in args.arms:
-        if log.done(arm=arm, seed=args.seed):
-            continue
         kw = dict(ARMS[arm] or {})
         fit_kw = {k: kw.pop(k) for k in TRAINING_KEYS if k in kw}
         if "netaug_label_smoothing" in kw:
             kw["label_smoothing"] = kw.pop("netaug_label_smoothing")
         use = ARMS[arm] is not None and kw.pop("netaug", True)
         t = [NetAug(seed=args.seed, **kw)] if use else None
-        backup = harness.run_backup(args, f"{arm}_s{args.seed}")
+        config = netaug_config(t[0]) if t else None
+        key = {"arm": arm, "seed": args.seed, "training": fit_kw}
+        if log.done(**key, netaug_config=config):
+            continue
+        # The checkpoint folder is named by the settings too: a run under
+        # changed defaults must not resume another configuration's weights.
+        digest = hashlib.sha1(json.dumps(key | {"c": config}).encode())
+        backup = harness.run_backup(
+            args, f"{arm}_s{args.seed}_{digest.hexdigest()[:8]}"
+        )
         r = _train(
             build,
             fresh_splits(),
@@ -165,8 +186,8 @@ def main():
         )
         log.add(
             {
-                "arm": arm,
-                "seed": args.seed,
+                **key,
+                "netaug_config": config,
                 "epochs": args.epochs,
                 "test_acc": r.test_accuracy,
                 "train_acc": r.history["accuracy"][-1],
