@@ -37,9 +37,8 @@ from keras_compact.netaug import NetAug
 
 ARMS = {
     "baseline": None,
-    # NetAug's defaults (since issue 13: output_guard="scale", extras drawn
-    # like the tiny channels, sorting only in the width phase); the other
-    # NetAug arms also run on these defaults but for their own settings.
+    # NetAug's defaults (each row records its full configuration); the
+    # other NetAug arms run on these defaults but for their own settings.
     "netaug": {},
     # Output guard: classifier input scaled by sqrt(tiny / active) in the
     # augmented pass; groups feeding the classifier kept tiny; no guard.
@@ -72,6 +71,11 @@ ARMS = {
     "stop_at_0.75": {"stop_at": 0.75},
     "start_at_0.25": {"start_at": 0.25},
     "start_at_0.5": {"start_at": 0.5},
+    # The defaults with other random draws of the sampled widths and extra
+    # channels (NetAug's own seed; same data, batches and tiny init): the
+    # spread NetAug's sampling alone gives one run.
+    "netaug_draws_1": {"seed": 101},
+    "netaug_draws_2": {"seed": 102},
     "width_only_no_head": {
         "expand_multipliers": (1.0,),
         "stop_width_at": 1.0,
@@ -164,7 +168,7 @@ def main():
         if "netaug_label_smoothing" in kw:
             kw["label_smoothing"] = kw.pop("netaug_label_smoothing")
         use = ARMS[arm] is not None and kw.pop("netaug", True)
-        t = [NetAug(seed=args.seed, **kw)] if use else None
+        t = [NetAug(**{"seed": args.seed, **kw})] if use else None
         config = netaug_config(t[0]) if t else None
         key = {"arm": arm, "seed": args.seed, "training": fit_kw}
         if log.done(**key, netaug_config=config):
