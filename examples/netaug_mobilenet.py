@@ -39,9 +39,11 @@ def main():
         input_shape=splits.info.input_shape,
         num_classes=splits.info.num_classes,
         alpha=0.35,
-        # ImageNet strides: 1.2M MACs at 32x32, quick to run. NetAug gained
-        # +1.5 / +2.9 points with cifar_stem=True (15.6M MACs) and lost with
-        # these strides (benchmarks/results/netaug_ablation_cifarstem_*.md).
+        # ImageNet strides: 1.2M MACs at 32x32, quick to run. At 1,000
+        # images/class x 15 epochs NetAug loses about 2 points on average
+        # with these strides and lost 2.15 with cifar_stem=True (15.6M MACs)
+        # on seed 0 (README, benchmarks/results/netaug_*.md): compare with
+        # plain training on your own model.
         cifar_stem=False,
     )
 
