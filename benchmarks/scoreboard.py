@@ -266,18 +266,21 @@ def thin_model(task):
     return build(task, width_multiplier=width), width
 
 
-def load_runs(name):
+def _runs_file(name):
+    """The runs file's content: `{"runs": [...], "superseded": [...]}`."""
     path, _ = results_paths(name)
-    if path.exists():
-        return json.loads(path.read_text())["runs"]
-    return []
+    return json.loads(path.read_text()) if path.exists() else {}
+
+
+def load_runs(name):
+    return _runs_file(name).get("runs", [])
 
 
 def save_run(name, row):
     """Appends a finished run; a run it replaces (one of a stale teacher)
     moves to the file's `superseded` list."""
     path, _ = results_paths(name)
-    saved = json.loads(path.read_text()) if path.exists() else {}
+    saved = _runs_file(name)
     runs = saved.get("runs", [])
     superseded = saved.get("superseded", [])
     superseded += [r for r in runs if r["run"] == row["run"]]
