@@ -42,8 +42,8 @@ def main():
         # ImageNet strides: 1.2M MACs at 32x32, quick to run. At 1,000
         # images/class x 15 epochs NetAug loses about 2 points on average
         # with these strides and lost 2.15 with cifar_stem=True (15.6M MACs)
-        # on seed 0 (README, benchmarks/results/netaug_*.md): compare with
-        # plain training on your own model.
+        # on seed 0 (docs/techniques.md, benchmarks/results/netaug_*.md):
+        # compare with plain training on your own model.
         cifar_stem=False,
     )
 

@@ -85,7 +85,7 @@ class NetAug(Technique):
     (`keras_compact.netaug.augmented_loss`). The history gets
     `netaug_loss`, `netaug_aug_loss` and `netaug_loss_ratio`; a warning
     flags an unstable augmented pass (`keras_compact.netaug.monitoring`).
-    Measured: README and `benchmarks/results/netaug_*.md`.
+    Measured: docs/techniques.md and `benchmarks/results/netaug_*.md`.
 
     Args:
         width_multipliers: multipliers (>= 1, with 1.0) of the width groups.

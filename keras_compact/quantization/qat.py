@@ -103,14 +103,14 @@ class QuantizationAwareTraining(Technique):
             freezes them from the start. Frozen statistics take away the
             normalization's scale invariance, and a learning rate tuned
             for batch statistics can then make training diverge (measured:
-            README).
+            docs/techniques.md).
         ema_decay: decay of the moving average of activation ranges, in
             [0, 1). Defaults to 0.99.
         dense_as_conv: whether the int8 file computes a `Dense` layer (on
             2-D inputs) as a 1x1 `CONV_2D` between two `RESHAPE`s instead
             of `FULLY_CONNECTED`: the same numbers, and the micro runtime's
             `CONV_2D` matches LiteRT's integers exactly (its
-            `FULLY_CONNECTED` does not always; see the README). Defaults
+            `FULLY_CONNECTED` does not always; docs/techniques.md). Defaults
             to True.
         integer_inference: whether the fake-quant model in inference
             (`quantized_model()`, `evaluate`, validation in `fit`) computes
