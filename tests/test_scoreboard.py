@@ -1,0 +1,99 @@
+"""The scoreboard campaign's bookkeeping (`benchmarks/scoreboard.py`): which
+runs a selection plans, how long the wall-clock arm trains, which finished
+runs are stale, and how the runs file keeps replaced rows. Nothing trains."""
+
+import json
+import pathlib
+import sys
+import types
+
+BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
+sys.path.insert(0, str(BENCHMARKS))
+import scoreboard  # noqa: E402
+
+
+def _args(tasks, arms, seeds=(0, 1)):
+    return types.SimpleNamespace(tasks=tasks, arms=arms, seeds=list(seeds))
+
+
+def test_planned_seeds_and_arms_per_task():
+    sb = scoreboard
+    plan = sb.planned(_args(list(sb.ALL_TASKS), list(sb.ARMS)))
+    assert len(plan) == len(set(plan))
+    by_task = {}
+    for task, arm, seed in plan:
+        by_task.setdefault(task, set()).add((arm, seed))
+    r8 = by_task["cifar10_resnet8"]
+    # plain and the combined recipe on both seeds, techniques on the first.
+    assert {("plain", 0), ("plain", 1), ("combined", 1)} <= r8
+    assert ("netaug", 0) in r8 and ("netaug", 1) not in r8
+    # the tfmot peer runs on resnet8 tasks only.
+    assert ("tfmot_gmp90", 0) in r8
+    assert not any(a == "tfmot_gmp90" for a, _ in by_task["fmnist_tiny_cnn"])
+    # MobileNetV2 and the width sweep: plain and combined, first seed.
+    for task in (*sb.SWEEP, "cifar10_mbv2_035"):
+        assert by_task[task] == {("plain", 0), ("combined", 0)}, task
+
+
+def test_planned_respects_the_selection():
+    plan = scoreboard.planned(
+        _args(["fmnist_tiny_cnn"], ["plain", "aux"], seeds=(3, 4))
+    )
+    assert plan == [
+        ("fmnist_tiny_cnn", "plain", 3),
+        ("fmnist_tiny_cnn", "plain", 4),
+        ("fmnist_tiny_cnn", "aux", 3),
+    ]
+
+
+def _row(arm, step_ms, task="fmnist_tiny_cnn"):
+    return {"task": task, "arm": arm, "median_step_ms": step_ms}
+
+
+def test_wallclock_epochs_follow_the_costliest_technique():
+    sb = scoreboard
+    runs = [_row("plain", 100.0), _row("plain", 120.0)]
+    assert sb.wallclock_epochs("x", "fmnist_tiny_cnn", 15, runs) is None
+    runs += [
+        _row("aux", 165.0),
+        _row("netaug", 330.0),
+        # not techniques to match: itself, a smaller model, the recipe.
+        _row("plain_wallclock", 900.0),
+        _row("thin90", 900.0),
+        _row("combined", 900.0),
+        # another task's runs do not count.
+        _row("netaug", 9000.0, task="cifar10_resnet8"),
+    ]
+    # 330 ms against plain's median 110 ms: three times the epochs.
+    assert sb.wallclock_epochs("x", "fmnist_tiny_cnn", 15, runs) == 45
+    # never fewer epochs than plain's.
+    cheap = [_row("plain", 100.0), _row("aux", 50.0)]
+    assert sb.wallclock_epochs("x", "fmnist_tiny_cnn", 15, cheap) == 15
+
+
+def test_stale_runs_are_those_of_another_teacher():
+    sb = scoreboard
+    current = sb.teacher_label("fashion_mnist")
+    row = {"task": "fmnist_tiny_cnn", "arm": "distill", "teacher": current}
+    assert not sb.stale(row)
+    assert sb.stale({**row, "teacher": "tiny_cnn {'width_multiplier': 2.0}"})
+    assert sb.stale({**row, "arm": "combined", "teacher": None})
+    # arms without a teacher are never stale.
+    assert not sb.stale({"task": "fmnist_tiny_cnn", "arm": "plain"})
+
+
+def test_save_run_appends_and_keeps_replaced_rows(tmp_path, monkeypatch):
+    sb = scoreboard
+    monkeypatch.setattr(sb, "RESULTS", tmp_path)
+    first = {"run": "t/distill/s0", "float_acc": 0.90, "teacher": "a"}
+    other = {"run": "t/plain/s0", "float_acc": 0.89}
+    sb.save_run("camp", first)
+    sb.save_run("camp", other)
+    assert sb.load_runs("camp") == [first, other]
+    again = {**first, "float_acc": 0.91, "teacher": "b"}
+    sb.save_run("camp", again)
+    saved = json.loads((tmp_path / "camp_runs.json").read_text())
+    assert saved["runs"] == [other, again]
+    assert saved["superseded"] == [first]
+    assert not list(tmp_path.glob("*.tmp"))
+    assert sb.load_runs("missing") == []
