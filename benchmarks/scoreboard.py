@@ -657,6 +657,26 @@ def dry_run(args, todo):
     )
 
 
+def campaign_hours(saved):
+    """CPU hours the campaign has spent: every finished run (replaced ones
+    included, QAT phases included) and each teacher once."""
+    rows = saved.get("runs", []) + saved.get("superseded", [])
+    runs = sum(r["train_hours"] + r.get("qat_hours", 0) for r in rows)
+    teachers = {
+        (ALL_TASKS[r["task"]][0], r["teacher"]): r["teacher_hours"]
+        for r in rows
+        if r.get("teacher_hours") is not None
+    }
+    return {
+        "total": runs + sum(teachers.values()),
+        "runs": runs,
+        "teachers": sum(teachers.values()),
+        "n_runs": len(rows),
+        "n_superseded": len(saved.get("superseded", [])),
+        "n_teachers": len(teachers),
+    }
+
+
 def _mean(rows, key):
     vals = [100 * r[key] for r in rows if r.get(key) is not None]
     return float(np.mean(vals)) if vals else None
@@ -815,7 +835,8 @@ def verdicts(summary, points):
 
 
 def report(args):
-    runs = load_runs(args.name)
+    saved = _runs_file(args.name)
+    runs = saved.get("runs", [])
     summary = summarize(runs)
     points = sweep_points(summary)
     _, png = results_paths(args.name)
@@ -824,6 +845,14 @@ def report(args):
         plot_sweep(points, png)
         notes.append(f"accuracy vs MACs: {png.name}")
     notes += verdicts(summary, points)
+    hours = campaign_hours(saved)
+    notes.append(
+        f"CPU hours spent so far: {hours['total']:.1f} ({hours['n_runs']} "
+        f"runs, {hours['n_superseded']} of them replaced: "
+        f"{hours['runs']:.1f} h; {hours['n_teachers']} teachers, each "
+        f"counted once: {hours['teachers']:.1f} h), measured while other "
+        "trainings often shared the cores"
+    )
     notes.append(
         "single-technique arms: seed "
         f"{args.seeds[0]} only; plain and combined: seeds "

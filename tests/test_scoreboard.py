@@ -7,6 +7,8 @@ import pathlib
 import sys
 import types
 
+import pytest
+
 BENCHMARKS = pathlib.Path(__file__).resolve().parents[1] / "benchmarks"
 sys.path.insert(0, str(BENCHMARKS))
 import scoreboard  # noqa: E402
@@ -97,3 +99,35 @@ def test_save_run_appends_and_keeps_replaced_rows(tmp_path, monkeypatch):
     assert saved["superseded"] == [first]
     assert not list(tmp_path.glob("*.tmp"))
     assert sb.load_runs("missing") == []
+
+
+def test_campaign_hours_count_each_teacher_once():
+    teacher = {"teacher": "resnet20 {}", "teacher_hours": 2.0}
+    saved = {
+        "runs": [
+            {"task": "cifar10_resnet8", "train_hours": 1.0},
+            {"task": "cifar10_resnet8", "train_hours": 1.5, **teacher},
+            {
+                "task": "cifar10_resnet8",
+                "train_hours": 1.5,
+                "qat_hours": 0.25,
+                **teacher,
+            },
+            {"task": "fmnist_tiny_cnn", "train_hours": 0.5, **teacher},
+        ],
+        "superseded": [
+            {
+                "task": "fmnist_tiny_cnn",
+                "train_hours": 0.5,
+                "teacher": "tiny_cnn {}",
+                "teacher_hours": 0.25,
+            }
+        ],
+    }
+    hours = scoreboard.campaign_hours(saved)
+    assert hours["runs"] == pytest.approx(5.25)
+    # resnet20 for CIFAR-10, resnet20 and the tiny CNN for Fashion-MNIST.
+    assert hours["n_teachers"] == 3
+    assert hours["teachers"] == pytest.approx(4.25)
+    assert hours["total"] == pytest.approx(9.5)
+    assert (hours["n_runs"], hours["n_superseded"]) == (5, 1)
