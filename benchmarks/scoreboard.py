@@ -203,6 +203,9 @@ ARMS = {
     "combined": _combined,
 }
 NEEDS_TEACHER = ("distill", "combined")
+# The single techniques that keep the model dense (the combined recipe's
+# rivals; the sparse arms are compared with each other and the peer).
+DENSE_TECHNIQUES = ("distill", "netaug", "aux", "reparam")
 
 
 def results_paths(name):
@@ -772,7 +775,7 @@ def plot_sweep(points, path):
     plt.close(fig)
 
 
-def verdicts(summary, points):
+def verdicts(summary, points, runs):
     """The issue's goals, each met or not (or not measured yet)."""
     by = {(s["task"], s["arm"]): s for s in summary}
     notes = []
@@ -794,6 +797,25 @@ def verdicts(summary, points):
                 f"({'>=' if s['delta_vs_plain'] >= 0 else '<'} plain)"
             )
     for task in TASKS:
+        # On the seeds the single techniques ran (the first).
+        acc = {
+            (r["arm"], r["seed"]): 100 * r["float_acc"]
+            for r in runs
+            if r["task"] == task
+        }
+        singles = [
+            (acc[(arm, seed)], arm, seed)
+            for arm, seed in acc
+            if arm in DENSE_TECHNIQUES and ("combined", seed) in acc
+        ]
+        if singles:
+            best, arm, seed = max(singles)
+            gap = acc[("combined", seed)] - best
+            notes.append(
+                f"{task} combined >= the best single technique (seed "
+                f"{seed}): {acc[('combined', seed)]:.2f} vs {arm} "
+                f"{best:.2f} ({gap:+.2f}): {'MET' if gap >= 0 else 'NOT met'}"
+            )
         dsr, static = by.get((task, "dsr90")), by.get((task, "static90"))
         if dsr and static:
             others = [
@@ -844,7 +866,7 @@ def report(args):
     if any(len(p) > 1 for p in points.values()):
         plot_sweep(points, png)
         notes.append(f"accuracy vs MACs: {png.name}")
-    notes += verdicts(summary, points)
+    notes += verdicts(summary, points, runs)
     hours = campaign_hours(saved)
     notes.append(
         f"CPU hours spent so far: {hours['total']:.1f} ({hours['n_runs']} "

@@ -131,3 +131,34 @@ def test_campaign_hours_count_each_teacher_once():
     assert hours["teachers"] == pytest.approx(4.25)
     assert hours["total"] == pytest.approx(9.5)
     assert (hours["n_runs"], hours["n_superseded"]) == (5, 1)
+
+
+def test_verdict_compares_the_recipe_with_the_best_single_on_its_seed():
+    def run(arm, seed, acc):
+        return {
+            "task": "fmnist_tiny_cnn",
+            "arm": arm,
+            "seed": seed,
+            "float_acc": acc,
+            "epochs": 15,
+            "train_hours": 0.1,
+        }
+
+    runs = [
+        run("plain", 0, 0.900),
+        run("plain", 1, 0.905),
+        run("reparam", 0, 0.915),
+        run("distill", 0, 0.911),
+        # sparse arms are not the recipe's rivals.
+        run("dsr90", 0, 0.990),
+        run("combined", 0, 0.913),
+        run("combined", 1, 0.950),
+    ]
+    summary = scoreboard.summarize(runs)
+    notes = scoreboard.verdicts(summary, {}, runs)
+    [line] = [n for n in notes if "best single" in n]
+    assert "(seed 0): 91.30 vs reparam 91.50 (-0.20): NOT met" in line
+    runs[-2] = run("combined", 0, 0.920)
+    notes = scoreboard.verdicts(scoreboard.summarize(runs), {}, runs)
+    [line] = [n for n in notes if "best single" in n]
+    assert line.endswith("91.50 (+0.50): MET")
