@@ -76,6 +76,10 @@ ARMS = {
     # spread NetAug's sampling alone gives one run.
     "netaug_draws_1": {"seed": 101},
     "netaug_draws_2": {"seed": 102},
+    # Extra channels cut from one draw at the largest layer's shape (the
+    # released code's distribution for them, and keras_compact's before
+    # 2026-12-03) instead of drawn like the tiny channels (the default).
+    "extra_init_wide": {"extra_init": "wide"},
     "width_only_no_head": {
         "expand_multipliers": (1.0,),
         "stop_width_at": 1.0,

@@ -304,6 +304,8 @@ def test_start_at_delays_the_augmented_pass():
         ({"gradient_guard": "yes"}, "gradient_guard='yes'", TypeError),
         ({"min_resolution": 0}, "min_resolution=0", ValueError),
         ({"min_resolution": "4"}, "min_resolution='4'", TypeError),
+        ({"extra_init": "glorot"}, "extra_init='glorot'", ValueError),
+        ({"extra_init": None}, "extra_init=None", TypeError),
     ],
 )
 def test_bad_arguments_name_the_argument_and_value(kwargs, match, error):

@@ -179,6 +179,37 @@ def test_extra_channels_start_from_the_tiny_channels_distribution():
         assert abs(extra.numpy().var() / (2 / 1392) - 1) < 0.1
 
 
+def test_wide_extra_init_cuts_the_extras_from_the_largest_layer():
+    model = _zoo_imagenet_strides()
+    block = model.get_layer("block5_expand").kernel
+    block.assign(block.numpy() * 3.0)
+    _, netaug = _attach(model, extra_init="wide")
+    assert netaug.get_config()["extra_init"] == "wide"
+    assert NetAug.from_config(netaug.get_config()).extra_init == "wide"
+    by_name = {layer.layer.name: layer for layer in netaug.elastic_layers}
+    # The head conv: glorot over the widest shape (291 -> 3328 channels,
+    # variance 2 / 3619), not over the tiny one (2 / 1392).
+    for extra in by_name["head_conv"].kernel_slot.extras:
+        assert abs(extra.numpy().var() / (2 / 3619) - 1) < 0.1
+    # Not rescaled to a trained tiny kernel: the initializer's scale.
+    slot = by_name["block5_expand"].kernel_slot
+    ratios = [
+        e.numpy().std() / slot.get_tiny().numpy().std()
+        for e in slot.extras
+        if e is not None
+    ]
+    assert ratios and max(ratios) < 0.5
+    # Still an exact no-op at the tiny widths.
+    x = _images(model, 3)
+    for training in (False, True):
+        np.testing.assert_allclose(
+            netaug.augmented_model([x, netaug.min_widths()], training=training),
+            model(x, training=training),
+            atol=1e-5,
+            rtol=0,
+        )
+
+
 # ----------------------------------------------------------------------
 # Gradient guard
 # ----------------------------------------------------------------------

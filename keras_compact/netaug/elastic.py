@@ -13,13 +13,17 @@ segment of a layout come first, in layout order, then the extra channels of
 each segment in the same order. With one segment this is `[tiny, extra]`, and
 in every case `x[..., :tiny]` of an augmented tensor is the tiny model's.
 
-Extra kernel blocks are drawn with the user's layer's own initializer at
-the TINY layer's shape (so with the tiny layer's fans; a wide weight is
-tiled from independent tiny-shaped draws), then rescaled to the empirical
-standard deviation of the tiny kernel: every channel of an augmented layer
-starts from the distribution of its tiny channels, also for a model that is
-already trained. Vector extras (bias, BatchNormalization parameters and
-statistics) use the layer's initializer.
+Extra kernel blocks (`extra_init="tiny"`, the default) are drawn with the
+user's layer's own initializer at the TINY layer's shape (so with the tiny
+layer's fans; a wide weight is tiled from independent tiny-shaped draws),
+then rescaled to the empirical standard deviation of the tiny kernel: every
+channel of an augmented layer starts from the distribution of its tiny
+channels, also for a model that is already trained. With
+`extra_init="wide"` they are cut from one draw of the layer's initializer
+at the LARGEST augmented layer's shape (its fans: smaller weights for a
+variance-scaling initializer), the released code's distribution for the
+extra channels and keras_compact's before 2026-12-03. Vector extras (bias,
+BatchNormalization parameters and statistics) use the layer's initializer.
 
 With `gradient_taps`, every trainable tiny weight is read by the augmented
 pass as `stop_gradient(weight) + tap`, where `tap` is a zero variable of
@@ -41,6 +45,9 @@ from keras import ops
 
 from keras_compact.graph.batch_norm import batch_statistics_norm
 from keras_compact.training.untracked import Untracked
+
+# How extra kernel blocks start (see the module docstring).
+EXTRA_INITS = ("tiny", "wide")
 
 #: One segment of a channel axis: `size` tiny channels of channel group
 #: `group`; `widx` is the group's index in the `widths` vector (None when the
@@ -184,6 +191,8 @@ class ElasticLayer(keras.layers.Layer):
             weight through a zero tap variable (see the module docstring).
         rng: a `numpy.random.Generator` that seeds the extra weights'
             initial draws (None: a fresh unseeded one).
+        extra_init: `"tiny"` or `"wide"`: how extra kernel blocks are drawn
+            (see the module docstring).
     """
 
     def __init__(
@@ -194,11 +203,18 @@ class ElasticLayer(keras.layers.Layer):
         track_extra_statistics=False,
         gradient_taps=False,
         rng=None,
+        extra_init="tiny",
         **kwargs,
     ):
         kwargs.setdefault("name", f"{layer.name}_netaug")
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(**kwargs)
+        if extra_init not in EXTRA_INITS:
+            raise ValueError(
+                f"Expected `extra_init` to be one of {EXTRA_INITS}. "
+                f"Received: extra_init={extra_init!r}"
+            )
+        self.extra_init = extra_init
         self._ref = Untracked(layer=layer)
         self.in_segments = tuple(in_segments)
         self.out_segments = (
@@ -221,11 +237,16 @@ class ElasticLayer(keras.layers.Layer):
     def _kernel_init(self, initializer, tiny, full_shape, block):
         """An initializer for one extra kernel block: tiled tiny-shaped
         draws of the layer's own initializer, rescaled to the empirical
-        standard deviation of the tiny kernel, then the block."""
+        standard deviation of the tiny kernel, then the block (with
+        `extra_init="wide"`: the block of one draw at `full_shape`)."""
         initializer = keras.initializers.get(initializer)
         rng = self._rng.generator
 
         def init(shape, dtype=None):
+            if self.extra_init == "wide":
+                draw = _seeded_copies(initializer, rng)
+                full = np.asarray(draw(tuple(full_shape), dtype=dtype))
+                return full[block]
             full = tiled_draw(
                 initializer, tuple(tiny.shape), full_shape, dtype, rng
             )

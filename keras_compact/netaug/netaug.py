@@ -26,6 +26,7 @@ from keras_compact.netaug.callbacks import (
     Monitor,
     PhaseSchedule,
 )
+from keras_compact.netaug.elastic import EXTRA_INITS
 from keras_compact.netaug.supernet import OUTPUT_GUARDS, Supernet
 from keras_compact.training import arguments as args
 from keras_compact.training.technique import Technique
@@ -118,6 +119,13 @@ class NetAug(Technique):
             stages of an ImageNet-stride MobileNetV2 at 32x32 cost it
             3.9 / 7.3 points (`netaug_min_resolution_imagenet_s*.md`).
             None augments every group.
+        extra_init: how the extra channels' kernels start: `"tiny"` (the
+            default) draws them like the tiny channels of their layer (the
+            user's initializer at the tiny layer's shape, rescaled to the
+            tiny kernel's standard deviation); `"wide"` cuts them from one
+            draw of the user's initializer at the largest augmented layer's
+            shape (smaller weights for variance-scaling initializers), the
+            released code's distribution for the extra channels.
         seed: seed of the width draws and extra channels (int or None).
         **kwargs: `Technique` (layer) arguments such as `name`.
 
@@ -159,6 +167,7 @@ class NetAug(Technique):
         output_guard="scale",
         gradient_guard=False,
         min_resolution=4,
+        extra_init="tiny",
         seed=None,
         **kwargs,
     ):
@@ -190,6 +199,7 @@ class NetAug(Technique):
         args.check_int(
             min_resolution, "min_resolution", minimum=1, allow_none=True
         )
+        args.check_choice(extra_init, EXTRA_INITS, "extra_init")
         args.check_seed(seed)
         self.alpha = float(alpha)
         self.label_smoothing = None if ls is None else float(ls)
@@ -202,6 +212,7 @@ class NetAug(Technique):
         self.output_guard = output_guard
         self.gradient_guard = gradient_guard
         self.min_resolution = min_resolution
+        self.extra_init = extra_init
         self.seed = seed
         # The draws' seed: a weight, so a checkpoint restores it (even
         # when `seed` is None) and a resumed run draws the same widths.
@@ -240,6 +251,7 @@ class NetAug(Technique):
             gradient_taps=self.gradient_guard,
             min_resolution=self.min_resolution,
             seed=self.seed,
+            extra_init=self.extra_init,
         )
         # Untracked: not Keras metrics (they would appear in `val_` logs).
         self._monitor = Untracked(
@@ -369,5 +381,6 @@ class NetAug(Technique):
             "output_guard": self.output_guard,
             "gradient_guard": self.gradient_guard,
             "min_resolution": self.min_resolution,
+            "extra_init": self.extra_init,
             "seed": self.seed,
         }

@@ -99,6 +99,8 @@ class Supernet:
         min_resolution: None or an int: the groups on a feature map
             smaller than this on a side keep their tiny width.
         seed: seed of the extra weights' initial draws (int or None).
+        extra_init: `"tiny"` or `"wide"`, how extra kernel blocks are
+            drawn (`keras_compact.netaug.elastic`).
 
     Attributes:
         channel_groups: the `ChannelGroups` analysis.
@@ -135,14 +137,21 @@ class Supernet:
         gradient_taps=False,
         min_resolution=None,
         seed=None,
+        extra_init="tiny",
     ):
         if output_guard not in OUTPUT_GUARDS:
             raise ValueError(
                 f"Expected `output_guard` to be one of {OUTPUT_GUARDS}. "
                 f"Received: output_guard={output_guard!r}"
             )
+        if extra_init not in elastic.EXTRA_INITS:
+            raise ValueError(
+                f"Expected `extra_init` to be one of {elastic.EXTRA_INITS}. "
+                f"Received: extra_init={extra_init!r}"
+            )
         self.compact = model
         self.output_guard = output_guard
+        self.extra_init = extra_init
         self.gradient_taps = bool(gradient_taps)
         if seed is None:
             # Follows `keras.utils.set_random_seed` (which seeds numpy).
@@ -279,6 +288,7 @@ class Supernet:
         common = {
             "gradient_taps": self.gradient_taps,
             "rng": self._rng,
+            "extra_init": self.extra_init,
         }
         if isinstance(op, kinds.of("conv1d", "conv2d", "dense")):
             layer = elastic.ElasticKernel(
