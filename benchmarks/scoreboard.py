@@ -660,20 +660,26 @@ def dry_run(args, todo):
     )
 
 
+def run_hours(row):
+    """Training hours of one finished run, its QAT phase included."""
+    return row["train_hours"] + row.get("qat_hours", 0)
+
+
 def campaign_hours(saved):
     """CPU hours the campaign has spent: every finished run (replaced ones
     included, QAT phases included) and each teacher once."""
     rows = saved.get("runs", []) + saved.get("superseded", [])
-    runs = sum(r["train_hours"] + r.get("qat_hours", 0) for r in rows)
+    runs = sum(run_hours(r) for r in rows)
     teachers = {
         (ALL_TASKS[r["task"]][0], r["teacher"]): r["teacher_hours"]
         for r in rows
         if r.get("teacher_hours") is not None
     }
+    teacher_hours = sum(teachers.values())
     return {
-        "total": runs + sum(teachers.values()),
+        "total": runs + teacher_hours,
         "runs": runs,
-        "teachers": sum(teachers.values()),
+        "teachers": teacher_hours,
         "n_runs": len(rows),
         "n_superseded": len(saved.get("superseded", [])),
         "n_teachers": len(teachers),
@@ -725,14 +731,7 @@ def summarize(runs):
                     "int8_latency_ms": rs[0].get("int8_latency_ms"),
                     # The distillation teacher's cost, once per dataset.
                     "teacher_hours": rs[0].get("teacher_hours"),
-                    "train_hours": float(
-                        np.sum(
-                            [
-                                r["train_hours"] + r.get("qat_hours", 0)
-                                for r in rs
-                            ]
-                        )
-                    ),
+                    "train_hours": float(sum(run_hours(r) for r in rs)),
                 }
             )
     return summary

@@ -209,12 +209,7 @@ class ElasticLayer(keras.layers.Layer):
         kwargs.setdefault("name", f"{layer.name}_netaug")
         kwargs.setdefault("dtype", layer.dtype_policy)
         super().__init__(**kwargs)
-        if extra_init not in EXTRA_INITS:
-            raise ValueError(
-                f"Expected `extra_init` to be one of {EXTRA_INITS}. "
-                f"Received: extra_init={extra_init!r}"
-            )
-        self.extra_init = extra_init
+        self.extra_init = extra_init  # validated by `NetAug` / `Supernet`
         self._ref = Untracked(layer=layer)
         self.in_segments = tuple(in_segments)
         self.out_segments = (

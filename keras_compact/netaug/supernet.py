@@ -47,6 +47,7 @@ from keras_compact.graph.outputs import is_softmax
 from keras_compact.graph.stats import layer_macs
 from keras_compact.graph.walk import as_functional, check_layer_names
 from keras_compact.netaug import elastic
+from keras_compact.training import arguments
 
 L = keras.layers
 
@@ -144,11 +145,7 @@ class Supernet:
                 f"Expected `output_guard` to be one of {OUTPUT_GUARDS}. "
                 f"Received: output_guard={output_guard!r}"
             )
-        if extra_init not in elastic.EXTRA_INITS:
-            raise ValueError(
-                f"Expected `extra_init` to be one of {elastic.EXTRA_INITS}. "
-                f"Received: extra_init={extra_init!r}"
-            )
+        arguments.check_choice(extra_init, elastic.EXTRA_INITS, "extra_init")
         self.compact = model
         self.output_guard = output_guard
         self.extra_init = extra_init
