@@ -77,9 +77,16 @@ ARMS = {
     "netaug_draws_1": {"seed": 101},
     "netaug_draws_2": {"seed": 102},
     # Extra channels cut from one draw at the largest layer's shape (the
-    # released code's distribution for them, and keras_compact's before
-    # 2026-12-03) instead of drawn like the tiny channels (the default).
+    # released code's distribution for them; the default since 2026-12-05)
+    # or drawn like the tiny channels (the default from 2026-12-03).
     "extra_init_wide": {"extra_init": "wide"},
+    "extra_init_tiny": {"extra_init": "tiny"},
+    # "wide" with the groups below 8x8 kept tiny (an ImageNet-stride
+    # MobileNetV2 at 32x32 then augments its 16x16 and 8x8 stages only).
+    "extra_init_wide_min_resolution_8": {
+        "extra_init": "wide",
+        "min_resolution": 8,
+    },
     "width_only_no_head": {
         "expand_multipliers": (1.0,),
         "stop_width_at": 1.0,
