@@ -13,16 +13,17 @@ segment of a layout come first, in layout order, then the extra channels of
 each segment in the same order. With one segment this is `[tiny, extra]`, and
 in every case `x[..., :tiny]` of an augmented tensor is the tiny model's.
 
-Extra kernel blocks (`extra_init="tiny"`, the default) are drawn with the
-user's layer's own initializer at the TINY layer's shape (so with the tiny
-layer's fans; a wide weight is tiled from independent tiny-shaped draws),
-then rescaled to the empirical standard deviation of the tiny kernel: every
-channel of an augmented layer starts from the distribution of its tiny
-channels, also for a model that is already trained. With
-`extra_init="wide"` they are cut from one draw of the layer's initializer
-at the LARGEST augmented layer's shape (its fans: smaller weights for a
-variance-scaling initializer), the released code's distribution for the
-extra channels and keras_compact's before 2026-12-03. Vector extras (bias,
+Extra kernel blocks (`extra_init="wide"`, `NetAug`'s default) are cut
+from one draw of the layer's initializer at the LARGEST augmented layer's
+shape (its fans: smaller weights for a variance-scaling initializer), the
+released code's distribution for the extra channels. With
+`extra_init="tiny"` they are drawn with the user's layer's own initializer
+at the TINY layer's shape (so with the tiny layer's fans; a wide weight is
+tiled from independent tiny-shaped draws), then rescaled to the empirical
+standard deviation of the tiny kernel: every channel of an augmented layer
+starts from the distribution of its tiny channels, also for a model that is
+already trained (`NetAug`'s default from 2026-12-03 to 2026-12-05; it lost
+to "wide" on every model measured). Vector extras (bias,
 BatchNormalization parameters and statistics) use the layer's initializer.
 
 With `gradient_taps`, every trainable tiny weight is read by the augmented
