@@ -22,8 +22,8 @@ at the TINY layer's shape (so with the tiny layer's fans; a wide weight is
 tiled from independent tiny-shaped draws), then rescaled to the empirical
 standard deviation of the tiny kernel: every channel of an augmented layer
 starts from the distribution of its tiny channels, also for a model that is
-already trained (`NetAug`'s default from 2026-12-03 to 2026-12-05; it lost
-to "wide" on every model measured). Vector extras (bias,
+already trained (`NetAug`'s default from 2026-12-03 to 2026-12-05; behind
+"wide" on 6 of 8 paired runs). Vector extras (bias,
 BatchNormalization parameters and statistics) use the layer's initializer.
 
 With `gradient_taps`, every trainable tiny weight is read by the augmented
