@@ -69,6 +69,9 @@ ARMS = {
     # after a fraction of them.
     "stop_at_0.5": {"stop_at": 0.5},
     "stop_at_0.75": {"stop_at": 0.75},
+    # The full schedule (the default until `start_at="auto"`, which is
+    # 0.5 where `min_resolution` keeps groups tiny, e.g. ImageNet strides).
+    "start_at_0": {"start_at": 0.0},
     "start_at_0.25": {"start_at": 0.25},
     "start_at_0.5": {"start_at": 0.5},
     # The defaults with other random draws of the sampled widths and extra

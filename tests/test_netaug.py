@@ -272,9 +272,62 @@ def test_start_at_delays_the_augmented_pass():
     assert NetAug.from_config(config).start_at == 0.5
 
 
+def _two_resolution_model():
+    """An 8x8 stem group and a group on a 2x2 map (below min_resolution)."""
+    L = keras.layers
+    i = keras.Input((8, 8, 3))
+    x = L.Conv2D(8, 3, padding="same", name="stem")(i)
+    x = L.ReLU()(L.BatchNormalization(name="stem_bn")(x))
+    x = L.Conv2D(8, 3, strides=4, padding="same", name="down")(x)
+    x = L.ReLU()(L.BatchNormalization(name="down_bn")(x))
+    x = L.GlobalAveragePooling2D()(x)
+    return keras.Model(i, L.Dense(3, name="head")(x), name="two_res")
+
+
+def test_start_at_auto_delays_the_augmented_pass_only_with_small_maps():
+    assert NetAug().start_at == "auto"
+    assert NetAug().effective_start_at == 0.0  # not attached
+    model = _two_resolution_model()
+    trainer, netaug = _attach(model)  # start_at="auto", min_resolution=4
+    assert [layer for _, layer in netaug.supernet.small_maps] == ["down"]
+    assert netaug.supernet.num_groups == 1  # the stem group is augmented
+    assert netaug.effective_start_at == 0.5
+    assert "Augmented pass from 50% of the epochs on (start_at='auto'" in (
+        str(_report(netaug))
+    )
+    _compile(trainer)
+    history = trainer.fit(_dataset(model), epochs=4, verbose=0).history
+    assert history["netaug_loss"][:2] == [0.0, 0.0]
+    assert min(history["netaug_loss"][2:]) > 0
+    config = netaug.get_config()
+    assert config["start_at"] == "auto"
+    assert NetAug.from_config(config).start_at == "auto"
+    # No map below min_resolution: the augmented pass runs from the start.
+    for model, kw in (
+        (residual_model(), {}),
+        (_two_resolution_model(), {"min_resolution": None}),
+    ):
+        trainer, netaug = _attach(model, **kw)
+        assert netaug.effective_start_at == 0.0
+        assert "Augmented pass from" not in str(_report(netaug))
+        _compile(trainer)
+        history = trainer.fit(_dataset(model), epochs=2, verbose=0).history
+        assert min(history["netaug_loss"]) > 0
+
+
+def test_start_at_auto_with_an_early_stop_at_is_refused_at_attach():
+    netaug = NetAug(stop_at=0.5)  # fine until a model resolves "auto"
+    with pytest.raises(ValueError, match="start_at='auto'` is 0.5 for 'two"):
+        Trainer(_two_resolution_model(), techniques=[netaug])
+    assert netaug.supernet is None  # not left half attached
+    Trainer(residual_model(), techniques=[netaug])  # "auto" is 0 there
+    assert netaug.effective_start_at == 0.0
+
+
 @pytest.mark.parametrize(
     "kwargs, match, error",
     [
+        ({"start_at": "later"}, "start_at='later'", TypeError),
         (
             {"width_multipliers": [0.5, 1.0]},
             "width_multipliers=\\[0.5, 1.0\\]",
@@ -381,7 +434,16 @@ def test_min_resolution_keeps_the_groups_on_small_feature_maps_tiny():
     groups = net.channel_groups.groups
     kept = [groups[gi].layers[0] for gi, _ in net.small_maps]
     assert kept[0] == "block7_expand" and "head_conv" in kept
-    assert "min_resolution=4 (on the 'block7_dw'" in str(_report(netaug))
+    report = str(_report(netaug))
+    assert "min_resolution=4 (on the 'block7_dw'" in report
+    # start_at="auto" is 0.5 here, after the width phase (0.5 with expand
+    # groups): the report says only the expand groups are augmented.
+    assert (netaug.effective_start_at, netaug.effective_stop_width_at) == (
+        0.5,
+        0.5,
+    )
+    assert "only the expand groups are augmented" in report
+    assert "only the expand groups" not in str(_report(full))
     x = _images(model)
     np.testing.assert_allclose(
         net(x, netaug.min_widths(), training=False),
@@ -394,6 +456,7 @@ def test_min_resolution_keeps_the_groups_on_small_feature_maps_tiny():
     _, cifar = _attach(build(True), min_resolution=4)
     assert cifar.supernet.small_maps == []
     assert cifar.supernet.num_groups == 24
+    assert cifar.effective_start_at == 0.0
 
 
 def test_min_resolution_ignores_gates_and_heads_after_global_pooling():

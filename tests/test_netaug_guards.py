@@ -14,7 +14,7 @@ from test_netaug import _attach, _count_traces, _images
 
 import keras_compact  # noqa: F401  (registers the serializable classes)
 from keras_compact import models
-from keras_compact.netaug import NetAug
+from keras_compact.netaug import NetAug, Supernet
 from keras_compact.training import StepContext, Trainer
 
 L = keras.layers
@@ -190,6 +190,9 @@ def test_default_extra_init_cuts_the_extras_from_the_largest_layer():
     _, netaug = _attach(model)  # the default
     assert netaug.get_config()["extra_init"] == "wide"
     assert NetAug.from_config(netaug.get_config()).extra_init == "wide"
+    # One default for the lower-level classes too.
+    assert netaug.supernet.extra_init == "wide"
+    assert Supernet(model, (1.0, 2.0), (1.0,)).extra_init == "wide"
     by_name = {layer.layer.name: layer for layer in netaug.elastic_layers}
     # The head conv: glorot over the widest shape (291 -> 3328 channels,
     # variance 2 / 3619), not over the tiny one (2 / 1392).

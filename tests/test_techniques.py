@@ -142,7 +142,10 @@ def _zoo_small():
 MIRRORED = {
     "distillation": lambda: Distillation(_teacher_for(_zoo_small)()),
     "auxiliary": lambda: AuxiliaryModule(connections="all"),
+    # On this 8x8 model `start_at="auto"` is 0.5: the augmented pass is
+    # masked, not skipped, in the first epoch (no cond across replicas).
     "netaug": lambda: NetAug(),
+    "netaug_full_schedule": lambda: NetAug(start_at=0.0),
     # SparseTraining (DSR and RigL): tests/test_distributed.py, which also
     # checks every replica's masks and kernels.
     # BN folded with the (synchronized) batch statistics for 2 steps, then

@@ -49,6 +49,7 @@ from keras_compact.training.untracked import Untracked
 
 # How extra kernel blocks start (see the module docstring).
 EXTRA_INITS = ("tiny", "wide")
+DEFAULT_EXTRA_INIT = "wide"  # `ElasticLayer`, `Supernet` and `NetAug`
 
 #: One segment of a channel axis: `size` tiny channels of channel group
 #: `group`; `widx` is the group's index in the `widths` vector (None when the
@@ -204,7 +205,7 @@ class ElasticLayer(keras.layers.Layer):
         track_extra_statistics=False,
         gradient_taps=False,
         rng=None,
-        extra_init="tiny",
+        extra_init=DEFAULT_EXTRA_INIT,
         **kwargs,
     ):
         kwargs.setdefault("name", f"{layer.name}_netaug")

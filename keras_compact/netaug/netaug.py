@@ -26,9 +26,10 @@ from keras_compact.netaug.callbacks import (
     Monitor,
     PhaseSchedule,
 )
-from keras_compact.netaug.elastic import EXTRA_INITS
+from keras_compact.netaug.elastic import DEFAULT_EXTRA_INIT, EXTRA_INITS
 from keras_compact.netaug.supernet import OUTPUT_GUARDS, Supernet
 from keras_compact.training import arguments as args
+from keras_compact.training import tensorflow_step
 from keras_compact.training.technique import Technique
 from keras_compact.training.untracked import Untracked
 
@@ -49,6 +50,14 @@ def _multipliers(value, name):
             f"includes 1.0 (the tiny width). Received: {name}={value!r}"
         )
     return tuple(sorted(set(values)))
+
+
+def _check_window(start_at, stop_at, auto=""):
+    if start_at >= stop_at:
+        raise ValueError(
+            f"Expected `start_at` < `stop_at`{auto}. Received: "
+            f"start_at={start_at}, stop_at={stop_at}"
+        )
 
 
 def _zero():
@@ -101,7 +110,13 @@ class NetAug(Technique):
             expand groups, else 1.0 (never stops).
         start_at: fraction of `fit`'s `epochs` before which there is no
             augmented pass (the tiny model trains alone, at a plain step's
-            cost), in [0, 1).
+            cost), in [0, 1); "auto" (the default): 0.5 when
+            `min_resolution` keeps some groups at their tiny width (feature
+            maps smaller than the paper's, such as a head at 1x1), else 0.
+            On the ImageNet-stride MobileNetV2-w0.35 at 32x32, 0.5 gave
+            +0.32 / +0.88 / +0.85 / +0.56 points over plain on seeds 0-3
+            where 0 gave +1.15 / +0.17 / -4.11 / -5.99; on models without
+            such maps 0 gains more (`keras_compact.netaug.sampling`).
         stop_at: fraction of the epochs from which the augmented pass
             stops, in (0, 1], above `start_at`; 1.0 never stops.
         sort_channels: whether to sort the expand groups' channels by
@@ -164,14 +179,14 @@ class NetAug(Technique):
         label_smoothing=None,
         from_logits=True,
         stop_width_at="auto",
-        start_at=0.0,
+        start_at="auto",
         stop_at=1.0,
         sort_channels=False,
         exclude=None,
         output_guard="scale",
         gradient_guard=False,
         min_resolution=4,
-        extra_init="wide",
+        extra_init=DEFAULT_EXTRA_INIT,
         seed=None,
         **kwargs,
     ):
@@ -187,13 +202,10 @@ class NetAug(Technique):
         )
         if stop != "auto":
             args.check_float(stop, "stop_width_at", 0.0, 1.0, low_open=True)
-        args.check_float(start_at, "start_at", 0.0, 1.0, high_open=True)
         args.check_float(stop_at, "stop_at", 0.0, 1.0, low_open=True)
-        if start_at >= stop_at:
-            raise ValueError(
-                "Expected `start_at` < `stop_at`. Received: "
-                f"start_at={start_at}, stop_at={stop_at}"
-            )
+        if start_at != "auto":
+            args.check_float(start_at, "start_at", 0.0, 1.0, high_open=True)
+            _check_window(start_at, stop_at)
         args.check_bool(sort_channels, "sort_channels")
         exclude = args.check_names(
             () if exclude is None else exclude, "exclude"
@@ -209,7 +221,7 @@ class NetAug(Technique):
         self.label_smoothing = None if ls is None else float(ls)
         self.from_logits = bool(from_logits)
         self.stop_width_at = stop if stop == "auto" else float(stop)
-        self.start_at = float(start_at)
+        self.start_at = start_at if start_at == "auto" else float(start_at)
         self.stop_at = float(stop_at)
         self.sort_channels = sort_channels
         self.exclude = tuple(exclude)
@@ -245,7 +257,7 @@ class NetAug(Technique):
                 f"This NetAug technique ({self.name!r}) is already attached "
                 "to a trainer; create one per trainer."
             )
-        self._supernet = net = Supernet(
+        net = Supernet(
             model,
             self.width_multipliers,
             self.expand_multipliers,
@@ -257,6 +269,14 @@ class NetAug(Technique):
             seed=self.seed,
             extra_init=self.extra_init,
         )
+        if self.start_at == "auto":
+            start = sampling.start_at("auto", net)
+            auto = (
+                f" (`start_at='auto'` is {start} for {model.name!r}: it has "
+                "feature maps below `min_resolution`; pass `start_at`)"
+            )
+            _check_window(start, self.stop_at, auto)
+        self._supernet = net
         # Untracked: not Keras metrics (they would appear in `val_` logs).
         self._monitor = Untracked(
             aug_loss=keras.metrics.Mean(name="netaug_aug_loss"),
@@ -279,7 +299,7 @@ class NetAug(Technique):
         cbs = [Monitor(m.aug_loss, self._supernet.num_groups, m.check)]
         phases = (
             (self.width_enabled, 0.0, self.effective_stop_width_at),
-            (self._phase.augment, self.start_at, self.stop_at),
+            (self._phase.augment, self.effective_start_at, self.stop_at),
         )
         for enabled, start, stop in phases:
             if (start, stop) == (0.0, 1.0):
@@ -295,18 +315,24 @@ class NetAug(Technique):
         if not self._supernet.num_groups:
             return {"netaug_loss": _zero()}
 
-        def augmented():
+        def augmented(weight=None):
             widths = self.sample_widths(ctx.step)
             loss = self.augmented_loss(
                 ctx.trainer, ctx.x, ctx.y, widths, ctx.sample_weight
             )
-            self._monitor.aug_loss.update_state(loss)
+            self._monitor.aug_loss.update_state(loss, sample_weight=weight)
             return ops.multiply(self.alpha, loss)
 
-        if (self.start_at, self.stop_at) == (0.0, 1.0):
+        if (self.effective_start_at, self.stop_at) == (0.0, 1.0):
             return {"netaug_loss": augmented()}
         # Outside `[start_at, stop_at)` the step skips the augmented pass.
         on = ops.greater(self._phase.augment, 0)
+        if tensorflow_step.replicas() > 1:
+            # No cond around the augmented pass's cross-replica reductions
+            # (synchronized BatchNorm statistics): it runs at every step,
+            # masked outside the window; its cost is paid throughout.
+            loss = augmented(ops.cast(on, "float32"))
+            return {"netaug_loss": ops.where(on, loss, _zero())}
         return {"netaug_loss": ops.cond(on, augmented, _zero)}
 
     def augmented_loss(self, trainer, x, y, widths, sample_weight=None):
@@ -349,6 +375,11 @@ class NetAug(Technique):
         return self._supernet.max_widths()
 
     @property
+    def effective_start_at(self):
+        """`start_at`, with "auto" resolved for the attached model."""
+        return sampling.start_at(self.start_at, self._supernet)
+
+    @property
     def effective_stop_width_at(self):
         """`stop_width_at`, with "auto" resolved for the attached model."""
         return sampling.stop_width_at(self.stop_width_at, self._supernet)
@@ -367,7 +398,22 @@ class NetAug(Technique):
         net, cls = self._supernet, type(self).__name__
         taps = 0 if net is None else len(self._taps)
         guard = self.gradient_guard
-        return monitoring.build_report(cls, net, self.name, guard, taps)
+        report = monitoring.build_report(cls, net, self.name, guard, taps)
+        start = self.effective_start_at
+        if net is not None and start:
+            why = " (start_at='auto': feature maps below min_resolution)"
+            report.note(
+                f"Augmented pass from {start:.0%} of the epochs on"
+                + (why if self.start_at == "auto" else "")
+                + "."
+            )
+            stop = self.effective_stop_width_at
+            if stop <= start and self._sampler.is_width.any():
+                report.note(
+                    f"The width phase ends at {stop:.0%} of the epochs "
+                    "(stop_width_at): only the expand groups are augmented."
+                )
+        return report
 
     def get_config(self):
         return {

@@ -138,7 +138,7 @@ class Supernet:
         gradient_taps=False,
         min_resolution=None,
         seed=None,
-        extra_init="tiny",
+        extra_init=elastic.DEFAULT_EXTRA_INIT,
     ):
         if output_guard not in OUTPUT_GUARDS:
             raise ValueError(
