@@ -48,7 +48,9 @@ FLAG_CASES = {
         ["epoch_aux_loss", "epoch_auxiliary/search_steps"],
     ),
     "netaug": (
-        ["--netaug", "--netaug-widths", "1,2"],
+        # Two epochs (the last --epochs wins): on this 8x8 model NetAug's
+        # start_at="auto" runs the augmented pass in the second half only.
+        ["--netaug", "--netaug-widths", "1,2", "--epochs", "2"],
         [
             "epoch_netaug_loss",
             "epoch_netaug_aug_loss",

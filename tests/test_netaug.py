@@ -1,5 +1,7 @@
 """NetAug: exact min-width path, shared weights, training, saving, KD."""
 
+import warnings
+
 import keras
 import numpy as np
 import pytest
@@ -313,6 +315,21 @@ def test_start_at_auto_delays_the_augmented_pass_only_with_small_maps():
         _compile(trainer)
         history = trainer.fit(_dataset(model), epochs=2, verbose=0).history
         assert min(history["netaug_loss"]) > 0
+
+
+def test_a_fit_too_short_for_the_delayed_pass_warns():
+    model = _two_resolution_model()
+    trainer, netaug = _attach(model)  # "auto": 0.5 on this model
+    _compile(trainer)
+    with pytest.warns(UserWarning, match="start_at='auto' is 0.5") as rec:
+        history = trainer.fit(_dataset(model), epochs=1, verbose=0).history
+    ours = [str(w.message) for w in rec if "never ran" in str(w.message)]
+    assert len(ours) == 1 and "epochs=1" in ours[0]
+    assert history["netaug_loss"] == [0.0]
+    with warnings.catch_warnings(record=True) as rec:
+        warnings.simplefilter("always")  # two epochs: the second one runs it
+        trainer.fit(_dataset(model), epochs=2, verbose=0)
+    assert not [w for w in rec if "never ran" in str(w.message)]
 
 
 def test_start_at_auto_with_an_early_stop_at_is_refused_at_attach():

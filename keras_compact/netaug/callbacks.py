@@ -65,13 +65,24 @@ class Monitor(keras.callbacks.Callback):
         num_groups: the number of augmented groups (0: nothing logged).
         check: called as `check(epoch, epochs, aug, task)`
             (`monitoring.StabilityCheck`).
+        idle: None, or called as `idle(epochs)` at the end of a `fit` in
+            which no epoch ran the augmented pass.
     """
 
-    def __init__(self, aug_loss, num_groups, check):
+    def __init__(self, aug_loss, num_groups, check, idle=None):
         super().__init__()
         self.aug_loss = aug_loss
         self.num_groups = num_groups
         self.check = check
+        self.idle = idle
+        self._ran = False
+
+    def on_train_begin(self, logs=None):
+        self._ran = False
+
+    def on_train_end(self, logs=None):
+        if self.num_groups and not self._ran and self.idle is not None:
+            self.idle((self.params or {}).get("epochs") or 1)
 
     def on_epoch_begin(self, epoch, logs=None):
         self.aug_loss.reset_state()
@@ -81,6 +92,7 @@ class Monitor(keras.callbacks.Callback):
             return
         if not float(self.aug_loss.count.numpy()):
             return  # No augmented pass this epoch (`start_at` / `stop_at`).
+        self._ran = True
         aug = float(self.aug_loss.result())
         logs["netaug_aug_loss"] = aug
         task = logs.get("task_loss")

@@ -180,3 +180,22 @@ def build_report(technique, net, name, gradient_guard, num_taps):
             "and outputs."
         )
     return report
+
+
+def warn_no_augmented_epoch(name, start_at, stop_at, auto, epochs):
+    """Warns that no epoch of a `fit` of `epochs` fell in the augmented
+    pass's window `[start_at, stop_at)` (fractions of the epochs); `auto`:
+    whether `start_at` came from `start_at="auto"`."""
+    why = (
+        " (start_at='auto' is 0.5 on this model: it has feature maps below "
+        "min_resolution)"
+        if auto
+        else ""
+    )
+    warnings.warn(
+        f"NetAug ({name!r}): no epoch of this fit (epochs={epochs}) fell in "
+        f"the augmented pass's window [{start_at:g}, {stop_at:g}) of the "
+        f"epochs{why}, so the augmented pass never ran. Train more epochs or "
+        "pass `start_at` (e.g. 0.0).",
+        stacklevel=2,
+    )

@@ -296,7 +296,14 @@ class NetAug(Technique):
 
     def callbacks(self, trainer):
         m = self._monitor
-        cbs = [Monitor(m.aug_loss, self._supernet.num_groups, m.check)]
+        window = (self.effective_start_at, self.stop_at)
+        auto = self.start_at == "auto" and window[0] > 0
+
+        def idle(epochs):
+            monitoring.warn_no_augmented_epoch(self.name, *window, auto, epochs)
+
+        groups = self._supernet.num_groups
+        cbs = [Monitor(m.aug_loss, groups, m.check, idle=idle)]
         phases = (
             (self.width_enabled, 0.0, self.effective_stop_width_at),
             (self._phase.augment, self.effective_start_at, self.stop_at),
