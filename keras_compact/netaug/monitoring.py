@@ -187,8 +187,8 @@ def warn_no_augmented_epoch(name, start_at, stop_at, auto, epochs):
     pass's window `[start_at, stop_at)` (fractions of the epochs); `auto`:
     whether `start_at` came from `start_at="auto"`."""
     why = (
-        " (start_at='auto' is 0.5 on this model: it has feature maps below "
-        "min_resolution)"
+        f" (start_at='auto' is {start_at:g} on this model: it has feature "
+        "maps below min_resolution)"
         if auto
         else ""
     )

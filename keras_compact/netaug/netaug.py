@@ -114,9 +114,11 @@ class NetAug(Technique):
             `min_resolution` keeps some groups at their tiny width (feature
             maps smaller than the paper's, such as a head at 1x1), else 0.
             On the ImageNet-stride MobileNetV2-w0.35 at 32x32, 0.5 gave
-            +0.32 / +0.88 / +0.85 / +0.56 points over plain on seeds 0-3
-            where 0 gave +1.15 / +0.17 / -4.11 / -5.99; on models without
-            such maps 0 gains more (`keras_compact.netaug.sampling`).
+            +0.32 / +0.88 / +0.85 / +0.56 / -0.51 / +1.34 points over plain
+            on seeds 0-5 where 0 gave +1.15 / +0.17 / -4.11 / -5.99 / -9.56
+            (seeds 0-4); on models without such maps 0 gains more
+            (`keras_compact.netaug.sampling`). A `fit` too short to reach
+            the augmented pass warns.
         stop_at: fraction of the epochs from which the augmented pass
             stops, in (0, 1], above `start_at`; 1.0 never stops.
         sort_channels: whether to sort the expand groups' channels by

@@ -100,9 +100,11 @@ def start_at(value, net):
 
     Measured at 1,000 images/class x 15 epochs: on the ImageNet-stride
     MobileNetV2-w0.35 the full schedule gave +1.15 / +0.17 / -4.11 / -5.99
-    points on seeds 0-3 and 0.5 gave +0.32 / +0.88 / +0.85 / +0.56; on
-    models without such maps the full schedule gains more (resnet8 +3.86 /
-    +3.70 against +0.56 / +0.92 with 0.5)."""
+    points on seeds 0-3 and 0.5 gave +0.32 / +0.88 / +0.85 / +0.56 (on
+    seeds 4 / 5, run after this rule was chosen: -0.51 / +1.34, the full
+    schedule -9.56 on seed 4); on models without such maps the full
+    schedule gains more (resnet8 +3.86 / +3.70 against +0.56 / +0.92 with
+    0.5)."""
     if value != "auto":
         return value
     small = net is not None and bool(net.small_maps)
