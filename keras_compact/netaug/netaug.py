@@ -308,7 +308,7 @@ class NetAug(Technique):
         cbs = [Monitor(m.aug_loss, groups, m.check, idle=idle)]
         phases = (
             (self.width_enabled, 0.0, self.effective_stop_width_at),
-            (self._phase.augment, self.effective_start_at, self.stop_at),
+            (self._phase.augment, *window),
         )
         for enabled, start, stop in phases:
             if (start, stop) == (0.0, 1.0):
