@@ -48,9 +48,9 @@ FLAG_CASES = {
         ["epoch_aux_loss", "epoch_auxiliary/search_steps"],
     ),
     "netaug": (
-        # Two epochs (the last --epochs wins): on this 8x8 model NetAug's
-        # start_at="auto" runs the augmented pass in the second half only.
-        ["--netaug", "--netaug-widths", "1,2", "--epochs", "2"],
+        # On this 8x8 model start_at="auto" is 0.5: a 1-epoch fit would
+        # never run the augmented pass without --netaug-start-at 0.
+        ["--netaug", "--netaug-widths", "1,2", "--netaug-start-at", "0"],
         [
             "epoch_netaug_loss",
             "epoch_netaug_aug_loss",
@@ -187,6 +187,9 @@ def test_the_flag_table_has_one_entry_per_technique():
         (["--dataset", "mnist_xl"], "--dataset=mnist_xl"),
         (["--netaug", "--netaug-widths", "2,3"], "--netaug-widths=2,3"),
         (["--netaug", "--netaug-widths", "1,x"], "--netaug-widths"),
+        (["--netaug", "--netaug-start-at", "1"], "--netaug-start-at=1"),
+        (["--netaug", "--netaug-start-at", "soon"], "--netaug-start-at"),
+        (["--netaug-start-at", "0.5"], "--netaug-start-at=0.5 without"),
         (
             ["--aux", "--aux-connections", "search", "--validation-split", "0"],
             "--validation-split=0",

@@ -25,6 +25,17 @@ def _float_list(text):
     return values
 
 
+def _start_at(text):
+    if text == "auto":
+        return text
+    try:
+        return float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(
+            f"expected a fraction in [0, 1) or auto; got {text!r}"
+        )
+
+
 class TechniqueFlags:
     """One technique on the command line.
 
@@ -270,7 +281,7 @@ class NetAugFlags(TechniqueFlags):
     name = "netaug"
     flag = "--netaug"
     title = "network augmentation (NetAug)"
-    options = ("netaug_widths", "netaug_alpha")
+    options = ("netaug_widths", "netaug_alpha", "netaug_start_at")
 
     def add_arguments(self, group):
         group.add_argument(
@@ -292,8 +303,21 @@ class NetAugFlags(TechniqueFlags):
             default=None,
             help="weight of the augmented loss >= 0 (default 1)",
         )
+        group.add_argument(
+            "--netaug-start-at",
+            type=_start_at,
+            default=None,
+            metavar="FRACTION|auto",
+            help="fraction of the epochs before the augmented pass starts, "
+            "in [0, 1), or auto (default: half of them on a model with "
+            "feature maps below 4x4, else 0)",
+        )
 
     def check(self, args):
+        if args.netaug_start_at not in (None, "auto"):
+            _in_range(
+                args.netaug_start_at, "--netaug-start-at", 0, 1, high_open=True
+            )
         if args.netaug_alpha is not None:
             _in_range(args.netaug_alpha, "--netaug-alpha", 0, float("inf"))
         widths = args.netaug_widths
@@ -312,6 +336,8 @@ class NetAugFlags(TechniqueFlags):
             kwargs["width_multipliers"] = args.netaug_widths
         if args.netaug_alpha is not None:
             kwargs["alpha"] = args.netaug_alpha
+        if args.netaug_start_at is not None:
+            kwargs["start_at"] = args.netaug_start_at
         return netaug.NetAug(**kwargs)
 
 
