@@ -121,6 +121,20 @@ def float_model(args, name, seed):
     return model, info
 
 
+class _OrderOffset(keras.callbacks.Callback):
+    """Makes epoch `e` of the QAT fine-tune read epoch `e + offset` of its
+    seed's pipeline: the same training images, other batch orders and
+    augmentation draws (offset 0 replays the float run's first epochs).
+    Runs after the recipe's own epoch sync."""
+
+    def __init__(self, splits, offset):
+        super().__init__()
+        self.orders, self.offset = splits.train_orders, offset
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.orders.epoch = int(epoch) + self.offset
+
+
 def run_seed(args, name, seed, out_dir):
     model, info = float_model(args, name, seed)
     float_s = info["train_s"]
@@ -148,15 +162,17 @@ def run_seed(args, name, seed, out_dir):
                 alpha=args.qat_distill_alpha,
             )
         )
+    qsplits = fresh_splits(args, seed)
     t0 = time.time()
     qres = training.train_classifier(
         model,
-        fresh_splits(args, seed),
+        qsplits,
         args.qat_epochs,
         techniques=techniques,
         seed=seed,
         learning_rate=args.qat_lr,
         verbose=0,
+        callbacks=[_OrderOffset(qsplits, args.qat_order_offset)],
     )
     qat_s = time.time() - t0
     qat_path = os.path.join(out_dir, f"{name}_s{seed}_qat.tflite")
@@ -249,6 +265,14 @@ def main():
         "alpha (0: labels only)",
     )
     p.add_argument("--qat-distill-temperature", type=float, default=1.0)
+    p.add_argument(
+        "--qat-order-offset",
+        type=int,
+        default=0,
+        help="the QAT fine-tune reads epochs K, K+1, ... of the seed's "
+        "pipeline (same images, other batch orders; 0: the float run's "
+        "first epochs)",
+    )
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--save-dir", default="~/.cache/keras_compact/qat_bench")
     p.add_argument("--latency-runs", type=int, default=50)
@@ -280,6 +304,7 @@ def main():
             if args.qat_distill_alpha
             else ()
         ),
+        *(("qat_order_offset",) if args.qat_order_offset else ()),
     )
     log = RunLog(args.name, budget)
     with tempfile.TemporaryDirectory(prefix="qat_bench_") as out_dir:
