@@ -213,6 +213,8 @@ ARMS = {
 }
 # The combined recipe and its variants (not single techniques).
 RECIPES = ("combined", "combined_a0.5")
+# Arms run only when named (`--arms`): probes of one question.
+PROBE_ARMS = ("combined_a0.5",)
 NEEDS_TEACHER = ("distill", *RECIPES)
 # The single techniques that keep the model dense (the combined recipe's
 # rivals; the sparse arms are compared with each other and the peer).
@@ -934,7 +936,13 @@ def main(argv=None):
         default=list(ALL_TASKS),
         choices=list(ALL_TASKS),
     )
-    p.add_argument("--arms", nargs="+", default=list(ARMS), choices=list(ARMS))
+    p.add_argument(
+        "--arms",
+        nargs="+",
+        default=[a for a in ARMS if a not in PROBE_ARMS],
+        choices=list(ARMS),
+        help=f"default: every arm but the probes ({', '.join(PROBE_ARMS)})",
+    )
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1])
     p.add_argument("--epochs", type=int, default=None, help="override")
     p.add_argument("--batch-size", type=int, default=128)
