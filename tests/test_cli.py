@@ -70,6 +70,7 @@ def test_demo_runs_end_to_end_on_real_data(tmp_path, data_dir, capsys):
         "auxiliary",
         "netaug",
         "dsr 50%",
+        "expandnets",
         "distillation",
         "distill+aux",
         "qat",
