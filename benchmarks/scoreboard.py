@@ -836,7 +836,7 @@ def verdicts(summary, points, runs):
             for r in runs
             if r["task"] == task
         }
-        for seed in sorted(s for a, s in acc if a == "combined"):
+        for recipe, seed in sorted(k for k in acc if k[0] in RECIPES):
             singles = [
                 (acc[(arm, s)], arm)
                 for arm, s in acc
@@ -845,10 +845,10 @@ def verdicts(summary, points, runs):
             if not singles:
                 continue
             best, arm = max(singles)
-            gap = acc[("combined", seed)] - best
+            gap = acc[(recipe, seed)] - best
             notes.append(
-                f"{task} combined >= the best single technique (seed "
-                f"{seed}): {acc[('combined', seed)]:.2f} vs {arm} "
+                f"{task} {recipe} >= the best single technique (seed "
+                f"{seed}): {acc[(recipe, seed)]:.2f} vs {arm} "
                 f"{best:.2f} ({gap:+.2f}): {'MET' if gap >= 0 else 'NOT met'}"
             )
         dsr, static = by.get((task, "dsr90")), by.get((task, "static90"))
