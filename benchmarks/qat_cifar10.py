@@ -18,6 +18,10 @@ batches for every arm of a seed):
    weights and `--epochs`, fake quantization over the last `--qat-epochs`
    (equal epochs with the float arm shipped as post-training int8).
 
+With `--list-ranges` the notes list QAT's trained activation ranges and the
+post-training file's calibrated ones; with `--qat-lr 1e-9` as well, the
+weights stay put and only the ranges train (`qat_ranges_probe.md`).
+
 The float models are saved in `--save-dir` (outside the repository): a
 rerun reuses them instead of training again, and the tfmot peer
 (`qat_tfmot_peer.py`) fine-tunes the very same float weights.
@@ -47,7 +51,7 @@ import numpy as np
 from harness import RunLog, write_results
 
 from keras_compact import data, models, training
-from keras_compact.export import export_tflite, verify_tflite
+from keras_compact.export import export_tflite, load_interpreter, verify_tflite
 from keras_compact.quantization import QuantizationAwareTraining
 from keras_compact.quantization.micro import output_step
 
@@ -87,6 +91,20 @@ def file_row(report):
             else report.micro_arena_bytes / 1024
         ),
     }
+
+
+def calibrated_ranges(path):
+    """`[[tensor name, min, max]]` of the int8 activation tensors of the
+    .tflite file at `path` (what the converter's calibration chose)."""
+    out = []
+    interpreter, _ = load_interpreter(path)
+    for t in interpreter.get_tensor_details():
+        scale, zero = t["quantization"]
+        if t["dtype"] == np.int8 and scale and len(t["shape"]) in (2, 4):
+            lo, hi = (-128 - zero) * scale, (127 - zero) * scale
+            name = t["name"].split(";")[-1]
+            out.append([name, round(float(lo), 3), round(float(hi), 3)])
+    return out
 
 
 def float_model(args, name, seed):
@@ -146,9 +164,8 @@ def run_seed(args, name, seed, out_dir):
     ptq = verify_tflite(ptq_path, model, x, y, latency_runs=args.latency_runs)
     float_acc = float(ptq.keras_accuracy)
 
-    techniques = [
-        QuantizationAwareTraining(freeze_bn_delay=args.freeze_bn_delay)
-    ]
+    qat = QuantizationAwareTraining(freeze_bn_delay=args.freeze_bn_delay)
+    techniques = [qat]
     if args.qat_distill_alpha:
         # Self-distillation: the float model (a frozen copy) teaches its
         # own fake-quant fine-tuning, which keeps the QAT model's function
@@ -181,30 +198,31 @@ def run_seed(args, name, seed, out_dir):
         qat_path, qres.trainer, x, y, latency_runs=args.latency_runs
     )
     base = {"model": name, "seed": seed}
-    return [
-        {
-            **base,
-            "arm": "float",
-            "acc": float_acc,
-            "keras_eval_acc": info["test_accuracy"],
-            "train_s": float_s,
-        },
-        {
-            **base,
-            "arm": "ptq_int8",
-            "acc": ptq.tflite_accuracy,
-            **file_row(ptq),
-        },  # fmt: skip
-        {
-            **base,
-            "arm": "qat_int8",
-            "acc": q.tflite_accuracy,
-            "fake_quant_acc": q.keras_accuracy,
-            "float_after_qat_acc": qres.test_accuracy,
-            "train_s": qat_s,
-            **file_row(q),
-        },
-    ]
+    ptq_row = {**base, "arm": "ptq_int8", "acc": ptq.tflite_accuracy}
+    qat_row = {
+        **base,
+        "arm": "qat_int8",
+        "acc": q.tflite_accuracy,
+        "fake_quant_acc": q.keras_accuracy,
+        "float_after_qat_acc": qres.test_accuracy,
+        "train_s": qat_s,
+    }
+    ptq_row.update(file_row(ptq))
+    qat_row.update(file_row(q))
+    if args.list_ranges:  # the trained ranges against the calibrated ones
+        ptq_row["calibrated_ranges"] = calibrated_ranges(ptq_path)
+        qat_row["qat_ranges"] = {
+            k: [round(float(v), 3) for v in keras.ops.convert_to_numpy(r)]
+            for k, r in qat.ranges.items()
+        }
+    float_row = {
+        **base,
+        "arm": "float",
+        "acc": float_acc,
+        "keras_eval_acc": info["test_accuracy"],
+        "train_s": float_s,
+    }
+    return [float_row, ptq_row, qat_row]
 
 
 def run_in_schedule(args, name, seed, out_dir):
@@ -276,6 +294,13 @@ def main():
     p.add_argument("--batch-size", type=int, default=128)
     p.add_argument("--save-dir", default="~/.cache/keras_compact/qat_bench")
     p.add_argument("--latency-runs", type=int, default=50)
+    p.add_argument(
+        "--list-ranges",
+        action="store_true",
+        help="list QAT's trained activation ranges and the post-training "
+        "file's calibrated ones in the notes (with --qat-lr 1e-9 the "
+        "weights stay put and only the ranges train)",
+    )
     p.add_argument("--name", default="qat_cifar10")
     p.add_argument("--note", default="")
     p.add_argument(
@@ -336,10 +361,35 @@ def main():
         "--qat-epochs of them; compared with the float arm shipped as "
         "post-training int8 (equal epochs).",
     ]
-    notes += verdicts(rows)
+    notes += verdicts(rows) + range_notes(rows)
     if args.note:
         notes.insert(0, args.note)
-    write_results(args.name, rows, budget, notes)
+    listed = ("qat_ranges", "calibrated_ranges")
+    columns = [k for k in dict.fromkeys(k for r in rows for k in r)]
+    columns = [k for k in columns if k not in listed]  # in the notes
+    write_results(args.name, rows, budget, notes, columns)
+
+
+def range_notes(rows):
+    """The ranges `--list-ranges` recorded, one line per file."""
+    lines = []
+    for r in rows:
+        who = f"{r['model']} seed {r['seed']}"
+        if "qat_ranges" in r:
+            lines.append(
+                f"{who}: QAT ranges (min, max): "
+                + ", ".join(
+                    f"{k} {lo}..{hi}" for k, (lo, hi) in r["qat_ranges"].items()
+                )
+            )
+        if "calibrated_ranges" in r:
+            lines.append(
+                f"{who}: calibrated int8 tensors of the post-training file: "
+                + ", ".join(
+                    f"{n} {lo}..{hi}" for n, lo, hi in r["calibrated_ranges"]
+                )
+            )
+    return lines
 
 
 def verdicts(rows):
