@@ -115,6 +115,8 @@ def test_combined_recipe_with_a_zoo_teacher(tmp_path, capsys):
         "1",
         "--aux",
         "--netaug",
+        "--netaug-start-at",
+        "0",  # the augmented pass runs in this 1-epoch fit
         "--sparse",
         "0.5",
     ]
@@ -122,11 +124,28 @@ def test_combined_recipe_with_a_zoo_teacher(tmp_path, capsys):
     summary = json.loads((out / "history.json").read_text())
     assert summary["recipe"] == "distill+aux+netaug+sparse"
     assert (out / "teacher.keras").exists()
-    for key in ("distillation_loss", "aux_loss", "netaug_loss"):
-        assert key in summary["history"]
+    for key in ("distillation_loss", "aux_loss", "netaug_aug_loss"):
+        assert np.isfinite(summary["history"][key][-1])
     # A rerun of a finished run does not train again.
     assert main(argv) == 0
     assert "already holds this finished run" in capsys.readouterr().out
+
+
+def test_qat_composes_with_aux_and_netaug(tmp_path):
+    # The fake-quant graph trains with the auxiliary branches on its fused
+    # layers and NetAug's float augmented pass; the int8 file ships.
+    out = tmp_path / "run"
+    argv = ["train", *DIGITS, "--epochs", "1", "--output", str(out)]
+    argv += ["--aux", "--netaug", "--netaug-start-at", "0", "--qat"]
+    assert main(argv) == 0
+    summary = json.loads((out / "history.json").read_text())
+    assert summary["recipe"] == "aux+netaug+qat"
+    for key in ("aux_loss", "netaug_aug_loss"):
+        assert np.isfinite(summary["history"][key][-1])
+    from keras_compact.export import run_tflite
+
+    x = np.random.default_rng(0).uniform(0, 1, (4, 8, 8, 1)).astype("f4")
+    assert run_tflite(str(out / "model_int8.tflite"), x).shape == (4, 10)
 
 
 class _Interrupt(keras.callbacks.Callback):
@@ -195,6 +214,9 @@ def test_the_flag_table_has_one_entry_per_technique():
             "--validation-split=0",
         ),
         (["--distill-alpha", "2", "--distill", "tiny_cnn"], "alpha=2"),
+        # Re-parameterisation and QAT each replace the training graph.
+        (["--reparam", "acnet", "--qat"], "--reparam and --qat not to be"),
+        (["--reparam", "dbb", "--netaug"], "--reparam and --netaug not to"),
         (["--width", "2", "--model", "TEACHER"], "--width"),
     ],
 )
@@ -219,8 +241,7 @@ def test_a_user_model_that_does_not_fit_the_data(tmp_path, capsys):
 def test_a_conflict_in_the_table_is_a_clear_error(
     monkeypatch, tmp_path, capsys
 ):
-    # No two current techniques conflict (all of them compose, see
-    # `test_combined_recipe_with_a_zoo_teacher`); a future entry may say so.
+    # Any entry's conflicts are refused by name (here a made-up one).
     sparse = next(t for t in TECHNIQUES if t.name == "sparse")
     monkeypatch.setattr(type(sparse), "conflicts", ("netaug",))
     argv = ["train", *DIGITS, "--netaug", "--sparse", "0.5"]

@@ -14,6 +14,7 @@ import pytest
 
 import keras_compact as kc
 from keras_compact.export import export_tflite, run_tflite, verify_tflite
+from keras_compact.graph.taps import find_taps
 from keras_compact.quantization import (
     NotInt8Error,
     QuantizationAwareTraining,
@@ -539,11 +540,12 @@ def test_composes_with_netaug_the_tiny_pass_is_quantized(tmp_path):
     x, y = small_data()
     model = small_model()
     qat = QuantizationAwareTraining()
-    netaug = kc.NetAug(seed=0)
+    netaug = kc.NetAug(seed=0, start_at=0.0)  # the augmented pass runs
     trainer = kc.Trainer(model, techniques=[netaug, qat])
     trainer.compile(keras.optimizers.Adam(1e-3), loss())
     history = trainer.fit(x, y, batch_size=32, epochs=1, verbose=0)
-    assert np.isfinite(history.history["netaug_loss"][-1])
+    assert np.isfinite(history.history["netaug_aug_loss"][-1])
+    assert history.history["netaug_aug_loss"][-1] > 0
     assert int(qat.quant_steps.numpy()) == 2
     path = str(tmp_path / "netaug_qat.tflite")
     export_tflite(trainer, path, quantization="int8")
@@ -554,8 +556,7 @@ def test_composes_with_netaug_the_tiny_pass_is_quantized(tmp_path):
 
 def test_composes_with_auxiliary_taps_the_fake_quant_graph_keeps():
     # The pooling layers survive in the fake-quant graph (conv, BN and
-    # activation become one fused layer, as in the int8 file); taps on the
-    # fused layers, as the automatic ones, are refused with a clear error.
+    # activation become one fused layer, as in the int8 file).
     x, y = small_data()
     qat = QuantizationAwareTraining()
     aux = kc.AuxiliaryModule(taps=["pool1", "pool2"], seed=0)
@@ -565,6 +566,45 @@ def test_composes_with_auxiliary_taps_the_fake_quant_graph_keeps():
     assert np.isfinite(history.history["aux_loss"][-1])
     assert history.history["aux_loss"][-1] > 0
     assert int(qat.quant_steps.numpy()) == 2
+
+
+def test_automatic_auxiliary_taps_read_the_folded_pre_activations():
+    # The automatic taps are BN outputs before the ReLU; in the fake-quant
+    # graph each is the output of the fused layer (int8 kernel with the BN
+    # folded in), named after the BN.
+    x, y = small_data()
+    model = small_model()
+    qat = QuantizationAwareTraining(freeze_bn_delay=0)
+    aux = kc.AuxiliaryModule(seed=0)
+    trainer = kc.Trainer(model, techniques=[aux, qat])
+    trainer.compile(keras.optimizers.Adam(1e-3), loss())
+    history = trainer.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    assert np.isfinite(history.history["aux_loss"][-1])
+    assert int(qat.quant_steps.numpy()) == 2
+    names = [t.name for t in find_taps(model)["logits"]]
+    assert names == ["conv1_bn", "conv2_bn", "conv3_bn"]
+    _, tensors = trainer.training_forward(x)
+    float_taps = keras.Model(
+        model.input, [model.get_layer(n).output for n in names]
+    )(x, training=False)
+    for i, want in enumerate(float_taps):
+        got = keras.ops.convert_to_numpy(tensors[aux.name][f"tap_{i}"])
+        want = keras.ops.convert_to_numpy(want)
+        assert got.shape == want.shape
+        assert (got < 0).any()  # before the activation
+        # Frozen BN folded with the moving statistics, as in inference;
+        # only the int8 kernels (and the quantized inputs) differ.
+        scale = np.abs(want).max()
+        assert np.abs(got - want).max() <= 0.05 * scale
+        assert np.abs(got - want).max() > 0  # the fake-quant graph's
+
+
+def test_a_tap_on_a_conv_whose_bn_is_folded_is_refused():
+    # The conv's own output (before its BN) exists in no fused layer.
+    qat = QuantizationAwareTraining()
+    aux = kc.AuxiliaryModule(taps=["conv1", "conv2"], seed=0)
+    with pytest.raises(ValueError, match="reads the output of layer 'conv1'"):
+        kc.Trainer(small_model(), techniques=[aux, qat])
 
 
 @pytest.mark.parametrize(

@@ -417,7 +417,7 @@ class Qat(TechniqueFlags):
     flag = "--qat"
     title = "quantization-aware training (QuantizationAwareTraining)"
     options = ("qat_start",)
-    conflicts = ("netaug", "aux", "reparam")
+    conflicts = ("reparam",)
 
     def add_arguments(self, group):
         group.add_argument(

@@ -86,9 +86,12 @@ class QuantizationAwareTraining(Technique):
 
     Composition: `SparseTraining` (zero weights stay zero in the int8
     file) and `Distillation` (its loss sees the fake-quant predictions)
-    compose; `AuxiliaryModule` taps are read from the fake-quant graph (a
-    tap on a BN it folds away is refused). It replaces the training graph,
-    so it cannot be combined with `Reparameterize`.
+    compose; `AuxiliaryModule` taps are read from the fake-quant graph: a
+    tap on a BN (the automatic taps) reads the fused layer that folds it,
+    which computes the BN's output with the int8 kernel; a tap on a conv
+    whose BN is folded into it is refused. `NetAug`'s tiny pass is the
+    fake-quant graph, its augmented pass trains in float. It replaces the
+    training graph, so it cannot be combined with `Reparameterize`.
 
     Args:
         start: when fake quantization starts: an int >= 0, the optimizer

@@ -496,7 +496,9 @@ class QuantizationPlan:
                     continue
                 act, last = fuse_activation(node)
                 key = new_key(last.name)
-                self.actions[id(node)] = ("fused", "bn", None, op, act, key)
+                self.actions[id(node)] = (
+                    "fused", "bn", None, op, act, op.name, key
+                )  # fmt: skip
                 self.entries.append(
                     {
                         "kind": BN_ONLY,
@@ -534,7 +536,12 @@ class QuantizationPlan:
                         names.append(tail.name)
                         last = tail
                 key = new_key(last.name)
-                self.actions[id(node)] = ("fused", kind, op, bn, act, key)
+                # The fused layer computes the BN's output (the conv's
+                # without a BN) before the activation: it takes that
+                # layer's name, so a tap declared on it reads the same
+                # value in the fake-quant graph (`Trainer` maps by name).
+                tap = bn.name if bn else (op.name if own == "linear" else None)
+                self.actions[id(node)] = ("fused", kind, op, bn, act, tap, key)
                 self.entries.append(
                     {"kind": FUSED, "layers": names, "range": key}
                 )
@@ -605,7 +612,7 @@ class QuantizationPlan:
             if action[0] == "identity":
                 return _identity
             if action[0] == "fused":
-                _, kind, op, bn, act, key = action
+                _, kind, op, bn, act, tap, key = action
                 fused = FusedLayer(
                     context,
                     kind,
@@ -613,7 +620,7 @@ class QuantizationPlan:
                     bn,
                     input_key=self.input_key(node),
                     output_key=key,
-                    name=f"fused_{key}",
+                    name=tap or f"fused_{key}",
                 )
                 fused = fused.baked() if baked else fused
                 q = quantizer(key, act)
