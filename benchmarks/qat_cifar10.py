@@ -365,8 +365,9 @@ def main():
     if args.note:
         notes.insert(0, args.note)
     listed = ("qat_ranges", "calibrated_ranges")
+    # Every key but the ranges, which the notes list.
     columns = [k for k in dict.fromkeys(k for r in rows for k in r)]
-    columns = [k for k in columns if k not in listed]  # in the notes
+    columns = [k for k in columns if k not in listed]
     write_results(args.name, rows, budget, notes, columns)
 
 
