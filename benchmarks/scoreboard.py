@@ -120,7 +120,7 @@ class Context(types.SimpleNamespace):
     epoch, seed, and `teacher()` (trains or loads the dataset's teacher)."""
 
 
-def _sparse(policy):
+def _sparse(policy, distribution="uniform"):
     def make(ctx):
         from keras_compact import SparseTraining
 
@@ -131,7 +131,10 @@ def _sparse(policy):
         )
         return [
             SparseTraining(
-                SPARSITY, policy=make_policy[policy](), seed=ctx.seed
+                SPARSITY,
+                policy=make_policy[policy](),
+                distribution=distribution,
+                seed=ctx.seed,
             )
         ]
 
@@ -214,11 +217,23 @@ ARMS = {
     # code's 1:1: a probe of why the module loses to plain on the tiny CNN
     # (a 3-conv chain, where the papers' setting is residual networks).
     "aux_l0.3": lambda ctx: _aux(ctx, lambda_aux=0.3),
+    # The sparse arms with the ERK initial split (RigL's best setting: small
+    # layers denser) instead of uniform: a probe of DSR's gap to the tfmot
+    # peer, where uniform leaves resnet8's 16-filter convs 230 weights each.
+    "dsr90_erk": _sparse("DSR", "erk"),
+    "rigl90_erk": _sparse("RigL", "erk"),
+    "static90_erk": _sparse("static", "erk"),
 }
 # The combined recipe and its variants (not single techniques).
 RECIPES = ("combined", "combined_a0.5")
 # Arms run only when named (`--arms`): probes of one question.
-PROBE_ARMS = ("combined_a0.5", "aux_l0.3")
+PROBE_ARMS = (
+    "combined_a0.5",
+    "aux_l0.3",
+    "dsr90_erk",
+    "rigl90_erk",
+    "static90_erk",
+)
 NEEDS_TEACHER = ("distill", *RECIPES)
 # The single techniques that keep the model dense (the combined recipe's
 # rivals; the sparse arms are compared with each other and the peer).
@@ -856,8 +871,11 @@ def verdicts(summary, points, runs):
                 f"{seed}): {acc[(recipe, seed)]:.2f} vs {arm} "
                 f"{best:.2f} ({gap:+.2f}): {'MET' if gap >= 0 else 'NOT met'}"
             )
-        dsr, static = by.get((task, "dsr90")), by.get((task, "static90"))
-        if dsr and static:
+        for split in ("", "_erk"):
+            dsr = by.get((task, f"dsr90{split}"))
+            static = by.get((task, f"static90{split}"))
+            if not (dsr and static):
+                continue
             others = [
                 (name, by[(task, arm)]["float_acc"])
                 for name, arm in (("thin", "thin90"), ("tfmot", "tfmot_gmp90"))
@@ -865,7 +883,8 @@ def verdicts(summary, points, runs):
             ]
             gap = dsr["float_acc"] - static["float_acc"]
             notes.append(
-                f"{task} DSR 90%: {gap:+.2f} vs static (goal >= +1.0), "
+                f"{task} DSR 90%{' ERK' if split else ''}: {gap:+.2f} vs "
+                f"static{' ERK' if split else ''} (goal >= +1.0), "
                 + ", ".join(
                     f"{dsr['float_acc'] - a:+.2f} vs {n}" for n, a in others
                 )

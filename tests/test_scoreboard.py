@@ -162,3 +162,36 @@ def test_verdict_compares_the_recipe_with_the_best_single_on_its_seed():
     notes = scoreboard.verdicts(scoreboard.summarize(runs), {}, runs)
     [line] = [n for n in notes if "best single" in n]
     assert line.endswith("91.50 (+0.50): MET")
+
+
+def test_sparse_verdict_per_initial_split():
+    def run(arm, acc):
+        return {
+            "task": "cifar10_resnet8",
+            "arm": arm,
+            "seed": 0,
+            "float_acc": acc,
+            "epochs": 30,
+            "train_hours": 0.1,
+        }
+
+    runs = [
+        run("plain", 0.82),
+        run("dsr90", 0.73),
+        run("static90", 0.71),
+        run("tfmot_gmp90", 0.76),
+        run("dsr90_erk", 0.755),
+        run("static90_erk", 0.75),
+    ]
+    notes = scoreboard.verdicts(scoreboard.summarize(runs), {}, runs)
+    sparse = [n for n in notes if "DSR 90%" in n]
+    assert sparse == [
+        "cifar10_resnet8 DSR 90%: +2.00 vs static (goal >= +1.0), "
+        "-3.00 vs tfmot",
+        "cifar10_resnet8 DSR 90% ERK: +0.50 vs static ERK (goal >= +1.0), "
+        "-0.50 vs tfmot",
+    ]
+    # The ERK arms are probes: planned only when named, with ERK masks.
+    plan = scoreboard.planned(_args(["cifar10_resnet8"], ["dsr90_erk"]))
+    assert plan == [("cifar10_resnet8", "dsr90_erk", 0)]
+    assert "dsr90_erk" in scoreboard.PROBE_ARMS
