@@ -882,9 +882,10 @@ def verdicts(summary, points, runs):
                 if (task, arm) in by
             ]
             gap = dsr["float_acc"] - static["float_acc"]
+            label = " ERK" if split else ""
             notes.append(
-                f"{task} DSR 90%{' ERK' if split else ''}: {gap:+.2f} vs "
-                f"static{' ERK' if split else ''} (goal >= +1.0), "
+                f"{task} DSR 90%{label}: {gap:+.2f} vs static{label} "
+                "(goal >= +1.0), "
                 + ", ".join(
                     f"{dsr['float_acc'] - a:+.2f} vs {n}" for n, a in others
                 )
