@@ -900,18 +900,27 @@ def verdicts(summary, points, runs):
             )
     if len(points.get("plain", [])) > 1 and points.get("combined"):
         plain_pts = points["plain"]
+        widest = max(m for m, _, _ in plain_pts)
         for macs, acc, task in points["combined"]:
             match = [m for m, a, _ in plain_pts if a <= acc]
             best = max(match) if match else None
+            if not best:
+                verdict = "none"
+            elif best >= 1.5 * macs:
+                verdict = f"{best / macs:.2f}x; goal >= 1.5x: MET"
+            elif best == widest:
+                # It beats every plain width there is: the sweep ends
+                # before the goal's 1.5x, so the goal is not tested here.
+                verdict = (
+                    f"{best / macs:.2f}x, the widest plain model swept; "
+                    "goal >= 1.5x: untested"
+                )
+            else:
+                verdict = f"{best / macs:.2f}x; goal >= 1.5x: NOT met"
             notes.append(
                 f"sweep {task}: combined {acc:.2f}% at {macs / 1e6:.2f}M "
                 "MACs; the widest plain model it matches: "
-                + (
-                    f"{best / 1e6:.2f}M MACs ({best / macs:.2f}x; goal >= "
-                    f"1.5x: {'MET' if best >= 1.5 * macs else 'NOT met'})"
-                    if best
-                    else "none"
-                )
+                + (f"{best / 1e6:.2f}M MACs ({verdict})" if best else verdict)
             )
     return notes
 

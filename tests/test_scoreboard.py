@@ -195,3 +195,42 @@ def test_sparse_verdict_per_initial_split():
     plan = scoreboard.planned(_args(["cifar10_resnet8"], ["dsr90_erk"]))
     assert plan == [("cifar10_resnet8", "dsr90_erk", 0)]
     assert "dsr90_erk" in scoreboard.PROBE_ARMS
+
+
+def test_sweep_verdict_per_width():
+    def run(width, arm, acc, macs):
+        task = "cifar10_resnet8" if width == 1 else f"cifar10_resnet8_w{width}"
+        return {
+            "task": task,
+            "arm": arm,
+            "seed": 0,
+            "float_acc": acc,
+            "epochs": 30,
+            "train_hours": 0.1,
+            "macs": macs,
+        }
+
+    runs = [
+        run(0.5, "plain", 0.75, 3.0e6),
+        run(0.75, "plain", 0.80, 7.0e6),
+        run(1, "plain", 0.82, 12.0e6),
+        run(1.25, "plain", 0.84, 19.0e6),
+        run(0.5, "combined", 0.79, 3.0e6),
+        run(0.75, "combined", 0.83, 7.0e6),
+        run(1.25, "combined", 0.86, 19.0e6),
+    ]
+    summary = scoreboard.summarize(runs)
+    notes = scoreboard.verdicts(summary, scoreboard.sweep_points(summary), runs)
+    sweep = {n.split(":")[0]: n for n in notes if n.startswith("sweep")}
+    # 0.5 matches only itself; 0.75 matches width 1 (1.71x).
+    assert sweep["sweep cifar10_resnet8_w0.5"].endswith(
+        "3.00M MACs (1.00x; goal >= 1.5x: NOT met)"
+    )
+    assert sweep["sweep cifar10_resnet8_w0.75"].endswith(
+        "12.00M MACs (1.71x; goal >= 1.5x: MET)"
+    )
+    # 1.25 beats every plain width, but none has 1.5x its MACs.
+    assert sweep["sweep cifar10_resnet8_w1.25"].endswith(
+        "19.00M MACs (1.00x, the widest plain model swept; "
+        "goal >= 1.5x: untested)"
+    )
