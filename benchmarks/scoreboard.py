@@ -871,24 +871,34 @@ def verdicts(summary, points, runs):
                 f"{seed}): {acc[(recipe, seed)]:.2f} vs {arm} "
                 f"{best:.2f} ({gap:+.2f}): {'MET' if gap >= 0 else 'NOT met'}"
             )
+
+        def paired(a, b, name, goal=""):
+            """`a - b` averaged over the seeds both arms ran, or None."""
+            seeds = sorted(s for arm, s in acc if arm == a and (b, s) in acc)
+            if not seeds:
+                return None
+            gap = sum(acc[(a, s)] - acc[(b, s)] for s in seeds) / len(seeds)
+            word = "seed" if len(seeds) == 1 else "seeds"
+            return (
+                f"{gap:+.2f} vs {name} ({word} "
+                f"{', '.join(map(str, seeds))}{goal})"
+            )
+
         for split in ("", "_erk"):
-            dsr = by.get((task, f"dsr90{split}"))
-            static = by.get((task, f"static90{split}"))
-            if not (dsr and static):
+            label = " ERK" if split else ""
+            dsr = f"dsr90{split}"
+            vs_static = paired(
+                dsr, f"static90{split}", f"static{label}", "; goal >= +1.0"
+            )
+            if vs_static is None:
                 continue
             others = [
-                (name, by[(task, arm)]["float_acc"])
+                paired(dsr, arm, name)
                 for name, arm in (("thin", "thin90"), ("tfmot", "tfmot_gmp90"))
-                if (task, arm) in by
             ]
-            gap = dsr["float_acc"] - static["float_acc"]
-            label = " ERK" if split else ""
             notes.append(
-                f"{task} DSR 90%{label}: {gap:+.2f} vs static{label} "
-                "(goal >= +1.0), "
-                + ", ".join(
-                    f"{dsr['float_acc'] - a:+.2f} vs {n}" for n, a in others
-                )
+                f"{task} DSR 90%{label}: "
+                + ", ".join([vs_static, *filter(None, others)])
             )
         gmp, peer = by.get((task, "gmp90")), by.get((task, "tfmot_gmp90"))
         if gmp and peer:

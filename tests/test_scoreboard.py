@@ -165,11 +165,11 @@ def test_verdict_compares_the_recipe_with_the_best_single_on_its_seed():
 
 
 def test_sparse_verdict_per_initial_split():
-    def run(arm, acc):
+    def run(arm, acc, seed=0):
         return {
             "task": "cifar10_resnet8",
             "arm": arm,
-            "seed": 0,
+            "seed": seed,
             "float_acc": acc,
             "epochs": 30,
             "train_hours": 0.1,
@@ -178,7 +178,12 @@ def test_sparse_verdict_per_initial_split():
     runs = [
         run("plain", 0.82),
         run("dsr90", 0.73),
+        run("dsr90", 0.74, seed=1),
         run("static90", 0.71),
+        run("static90", 0.70, seed=1),
+        run("thin90", 0.72),
+        # Seed 1 of thin has no ERK DSR beside it: not in that comparison.
+        run("thin90", 0.60, seed=1),
         run("tfmot_gmp90", 0.76),
         run("dsr90_erk", 0.755),
         run("static90_erk", 0.75),
@@ -186,10 +191,10 @@ def test_sparse_verdict_per_initial_split():
     notes = scoreboard.verdicts(scoreboard.summarize(runs), {}, runs)
     sparse = [n for n in notes if "DSR 90%" in n]
     assert sparse == [
-        "cifar10_resnet8 DSR 90%: +2.00 vs static (goal >= +1.0), "
-        "-3.00 vs tfmot",
-        "cifar10_resnet8 DSR 90% ERK: +0.50 vs static ERK (goal >= +1.0), "
-        "-0.50 vs tfmot",
+        "cifar10_resnet8 DSR 90%: +3.00 vs static (seeds 0, 1; goal >= "
+        "+1.0), +7.50 vs thin (seeds 0, 1), -3.00 vs tfmot (seed 0)",
+        "cifar10_resnet8 DSR 90% ERK: +0.50 vs static ERK (seed 0; goal >= "
+        "+1.0), +3.50 vs thin (seed 0), -0.50 vs tfmot (seed 0)",
     ]
     # The ERK arms are probes: planned only when named, with ERK masks.
     plan = scoreboard.planned(_args(["cifar10_resnet8"], ["dsr90_erk"]))
