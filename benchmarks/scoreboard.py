@@ -828,6 +828,17 @@ def plot_sweep(points, path):
     plt.close(fig)
 
 
+def _paired(acc, a, b, name, goal=""):
+    """`a - b` averaged over the seeds both arms ran (`acc`: `{(arm, seed):
+    accuracy}`), as a verdict fragment naming those seeds; None if none."""
+    seeds = sorted(s for arm, s in acc if arm == a and (b, s) in acc)
+    if not seeds:
+        return None
+    gap = sum(acc[(a, s)] - acc[(b, s)] for s in seeds) / len(seeds)
+    word = "seed" if len(seeds) == 1 else "seeds"
+    return f"{gap:+.2f} vs {name} ({word} {', '.join(map(str, seeds))}{goal})"
+
+
 def verdicts(summary, points, runs):
     """The issue's goals, each met or not (or not measured yet)."""
     by = {(s["task"], s["arm"]): s for s in summary}
@@ -872,28 +883,16 @@ def verdicts(summary, points, runs):
                 f"{best:.2f} ({gap:+.2f}): {'MET' if gap >= 0 else 'NOT met'}"
             )
 
-        def paired(a, b, name, goal=""):
-            """`a - b` averaged over the seeds both arms ran, or None."""
-            seeds = sorted(s for arm, s in acc if arm == a and (b, s) in acc)
-            if not seeds:
-                return None
-            gap = sum(acc[(a, s)] - acc[(b, s)] for s in seeds) / len(seeds)
-            word = "seed" if len(seeds) == 1 else "seeds"
-            return (
-                f"{gap:+.2f} vs {name} ({word} "
-                f"{', '.join(map(str, seeds))}{goal})"
-            )
-
         for split in ("", "_erk"):
             label = " ERK" if split else ""
             dsr = f"dsr90{split}"
-            vs_static = paired(
-                dsr, f"static90{split}", f"static{label}", "; goal >= +1.0"
+            vs_static = _paired(
+                acc, dsr, f"static90{split}", f"static{label}", "; goal >= +1.0"
             )
             if vs_static is None:
                 continue
             others = [
-                paired(dsr, arm, name)
+                _paired(acc, dsr, arm, name)
                 for name, arm in (("thin", "thin90"), ("tfmot", "tfmot_gmp90"))
             ]
             notes.append(
