@@ -27,8 +27,9 @@ The families in detail:
   at every step: the function and gradients of the three layers for the
   cost of one convolution. Dense layers get `m -> h -> h -> n`,
   `h = r * min(m, n)` (bounded for wide features feeding few classes),
-  the last factor initialised to zero (the chain starts as no change to
-  the logits, which no normalization follows).
+  the first two factors orthogonal and the last zero (the chain starts
+  as no change to the logits, which no normalization follows, and a step
+  on it moves them no more than a step on the plain layer).
 - DBB: a 1x1 branch, `1x1 -> BN -> kxk` (internal width: the input's, its
   1x1 initialised to the identity; twice the input's for depthwise-like
   layers) and `1x1 -> BN -> average pooling` (pooling alone for depthwise
@@ -215,9 +216,11 @@ class ReparamBranches(keras.layers.Layer):
     def branch_names(self):
         return [b.name for b in self._ref.branches]
 
-    def _initializer(self):
+    def _initializer(self, kind="glorot"):
         self._count += 1
         seed = None if self._seed is None else self._seed * 1009 + self._count
+        if kind == "orthogonal":
+            return keras.initializers.Orthogonal(seed=seed)
         return keras.initializers.GlorotUniform(seed=seed)
 
     def _kernel(self, name, shape, initializer=None):
@@ -283,15 +286,23 @@ class ReparamBranches(keras.layers.Layer):
                 (kh, kw, r * m, groups * r * n),
                 (1, 1, r * n, groups * n),
             ]
-        # A Dense chain's last factor starts at zero: the chain adds to the
-        # logits with no normalization after it, and a glorot chain on a
-        # wide input (MobileNetV2's 1280 features) multiplies the
-        # classifier's effective step enough to diverge at lr 0.05 (loss
-        # 2.6 -> 585 in 8 steps). From zero it grows with the gradient.
-        last = "zeros" if g.kind == "dense" else None
+        # A Dense chain adds to logits that no normalization follows, so
+        # its factors set the classifier's effective step: with the last
+        # factor C at zero and the first two A, B, a step on C moves the
+        # product by A B (A B)^T times the plain layer's step. Glorot A, B
+        # give that up to about 8x on MobileNetV2's 1,280-feature head,
+        # which diverged at lr 0.1 (step 7) and at 0.05 with distillation
+        # (step 21) where plain trains at 0.2. Orthogonal A, B make A B an
+        # isometry (1x, the chain's step in its subspace equal to the
+        # plain layer's): stable at 0.1 (reparam_dense_init.md). C starts
+        # at zero, so the chain adds nothing at the start.
+        inits = [None] * 3  # glorot, seeded in order
+        if g.kind == "dense":
+            orthogonal = [self._initializer("orthogonal") for _ in range(2)]
+            inits = [*orthogonal, "zeros"]
         kernels = [
-            self._kernel(f"expand{i}_kernel", s, last if i == 2 else None)
-            for i, s in enumerate(shapes)
+            self._kernel(f"expand{i}_kernel", s, init)
+            for i, (s, init) in enumerate(zip(shapes, inits))
         ]
         self._ref.branches.append(_Branch("expand", "chain", tuple(kernels)))
 

@@ -35,8 +35,8 @@ class Reparameterize(Technique):
     - `"expandnets"` (Guo et al. 2020): a bias-free linear chain
       `1x1 (m -> r*m) -> kxk (r*m -> r*n) -> 1x1 (r*n -> n)` applied as the
       product of its kernels; `Dense`: `m -> h -> h -> n`,
-      `h = r * min(m, n)`, last factor zero at the start. [design] The
-      user's kernel stays in parallel.
+      `h = r * min(m, n)`, first two factors orthogonal and the last zero
+      at the start. [design] The user's kernel stays in parallel.
     - `"dbb"` (Ding et al. 2021): 1x1, `1x1 -> BN -> kxk` and
       `1x1 -> BN -> average pooling` branches, each ending in a BN.
 
@@ -104,11 +104,18 @@ class Reparameterize(Technique):
     ```
 
     Measured: `benchmarks/results/reparam_cifar10_resnet8.md` (real
-    CIFAR-10, 2 seeds). ExpandNets' `Dense` chain starts with its last
-    factor at zero: initialised like the convolutions' chains, the
-    expansion of a wide classifier input (MobileNetV2's 1280 features)
-    diverged at lr 0.05 (loss 2.6 -> 585 in 8 steps); from zero it trained
-    stably (200 steps at a constant lr 0.05).
+    CIFAR-10, 2 seeds). ExpandNets' `Dense` chain adds to logits that no
+    normalization follows: it starts with its last factor at zero (no
+    change to the logits) and its first two orthogonal, so that a step on
+    the chain moves the classifier as much as a step on the plain layer in
+    the chain's subspace. With glorot factors the chain on MobileNetV2's
+    1,280-feature classifier stopped on a non-finite loss within 14 steps
+    at lr 0.1 (and at step 21 of the scoreboard's recipe at lr 0.05, with
+    distillation); orthogonal, it trains there, and stops at lr 0.2, where
+    plain training and the chain without the Dense layer
+    (`include_dense=False`, the paper's setting for MobileNetV2) still
+    train (`reparam_dense_init.md`). At high learning rates on a wide
+    classifier input, pass `include_dense=False`.
 
     Reference:
         Ding et al. "RepVGG: Making VGG-style ConvNets Great Again", CVPR
