@@ -681,3 +681,54 @@ def test_multi_output_model_quantizes_and_exports_every_output(tmp_path):
         low, high = qat.ranges[key].numpy()
         step = (high - low) / 255  # one int8 step of that output
         assert np.max(np.abs(out - ref[key])) <= 1.0001 * step
+
+
+def test_calibrate_sets_every_range_from_the_float_model(tmp_path):
+    # Training batches brighter than the deployed images (as augmentation
+    # can make them): the trained ranges are wider than those images need;
+    # `calibrate` sets each to the float model's [min, max] on them.
+    model = small_model()
+    x, y = small_data()
+    qat = QuantizationAwareTraining()
+    trainer = kc.Trainer(model, techniques=[qat])
+    trainer.compile(keras.optimizers.Adam(1e-3), loss())
+    trainer.fit(3.0 * x, y, batch_size=16, epochs=1, verbose=0)
+    trained = {k: keras.ops.convert_to_numpy(v) for k, v in qat.ranges.items()}
+    clean = x[:20]
+    qat.calibrate(clean, batch_size=8)
+    ranges = {k: keras.ops.convert_to_numpy(v) for k, v in qat.ranges.items()}
+    np.testing.assert_allclose(ranges["input"], [0.0, clean.max()], rtol=1e-6)
+    assert trained["input"][1] > 2 * ranges["input"][1]
+    out_key = qat.plan.tensor_key(qat.plan.graph.outputs[0])
+    logits = model.predict(clean, verbose=0)
+    np.testing.assert_allclose(
+        ranges[out_key],
+        [min(0.0, logits.min()), max(0.0, logits.max())],
+        rtol=1e-5,
+    )
+    for key, value in ranges.items():
+        assert value[0] <= 0.0 <= value[1] and value[1] > value[0], key
+    # The fake-quant model and the int8 file use the calibrated ranges.
+    path = str(tmp_path / "calibrated.tflite")
+    export_tflite(trainer, path, quantization="int8")
+    top1, steps = agreement(path, qat, clean)
+    assert top1 == 1.0 and steps < 1e-3
+
+
+def test_calibrate_rejects_bad_input():
+    qat = QuantizationAwareTraining()
+    with pytest.raises(ValueError, match="not attached"):
+        qat.calibrate(np.zeros((2, 12, 12, 1)))
+    kc.Trainer(small_model(), techniques=[qat])
+    with pytest.raises(ValueError, match=r"Expected `images` of shape"):
+        qat.calibrate(np.zeros((2, 12, 12)))
+    with pytest.raises(ValueError, match=r"Expected `images` of shape"):
+        qat.calibrate(np.zeros((0, 12, 12, 1)))
+    with pytest.raises(ValueError, match="batch_size"):
+        qat.calibrate(np.zeros((2, 12, 12, 1)), batch_size=0)
+    a, b = keras.Input((4,)), keras.Input((4,))
+    two = keras.Model([a, b], keras.layers.Dense(3)(keras.layers.Add()([a, b])))
+    qat = QuantizationAwareTraining()
+    kc.Trainer(two, techniques=[qat])
+    with pytest.raises(ValueError, match="one input"):
+        qat.calibrate(np.zeros((2, 4)))

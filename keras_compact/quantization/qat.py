@@ -1,6 +1,7 @@
 """`QuantizationAwareTraining`: int8 fake quantization in the train step."""
 
 import keras
+import numpy as np
 
 from keras_compact.api_export import keras_compact_export
 from keras_compact.graph.walk import require_call_graph
@@ -290,6 +291,66 @@ class QuantizationAwareTraining(Technique):
                 f"The technique {self.name!r} is not attached: pass it to "
                 "`keras_compact.Trainer(model, techniques=[...])` first."
             )
+
+    def calibrate(self, images, batch_size=128):
+        """Sets every activation range to the `[min, max]` (0 included)
+        that the model reaches on `images` in inference, as post-training
+        calibration sets the converter's ranges.
+
+        `fit` trains the ranges as moving averages over training batches,
+        so they follow the training data's augmentation: zero-padded random
+        crops put the border of the padding inside the image, and the first
+        convolutions answer it with activations that un-augmented images
+        do not reach (resnet8: up to 1.75x wider ranges in its first stage,
+        `qat_ranges_probe.md`), which makes the int8 steps coarser than the
+        deployed images need. Call it after `fit` and before export, with
+        un-augmented images (`keras_compact.data.representative_images`):
+        the fake-quant model and the int8 file then use these ranges.
+
+        Args:
+            images: array of model inputs, shape `(n, *input_shape)`,
+                n >= 1, preprocessed as the model expects them.
+            batch_size: positive int, images per forward pass.
+
+        Raises:
+            TypeError: if `batch_size` is not an int.
+            ValueError: if the technique is not attached, for an empty or
+                mis-shaped `images`, or a `batch_size` below 1.
+        """
+        self._check_attached()
+        args.check_int(batch_size, "batch_size", minimum=1)
+        plan = self.plan
+        if len(plan.model.inputs) != 1:
+            raise ValueError(
+                "Expected a model with one input for `calibrate`. Received: "
+                f"a model with {len(plan.model.inputs)} inputs"
+            )
+        x = np.asarray(images, dtype="float32")
+        expected = tuple(plan.model.inputs[0].shape[1:])
+        if (
+            x.ndim != len(expected) + 1
+            or len(x) == 0
+            or any(
+                e is not None and e != d for e, d in zip(expected, x.shape[1:])
+            )
+        ):
+            raise ValueError(
+                f"Expected `images` of shape (n >= 1, *{expected}). "
+                f"Received: images with shape {x.shape}"
+            )
+        probe = keras.Model(
+            plan.model.inputs[0], [plan.tensors[k] for k in plan.keys]
+        )
+        low = np.zeros(len(plan.keys), "float32")
+        high = np.zeros(len(plan.keys), "float32")
+        for i in range(0, len(x), batch_size):
+            outs = probe(x[i : i + batch_size], training=False)
+            for j, out in enumerate(outs):
+                out = keras.ops.convert_to_numpy(out)
+                low[j] = min(low[j], out.min())
+                high[j] = max(high[j], out.max())
+        for key, lo, hi in zip(plan.keys, low, high):
+            self.ranges[key].assign(np.array([lo, hi], "float32"))
 
     def quantized_model(self):
         """The fake-quant model in inference mode (shares the variables).

@@ -438,6 +438,9 @@ class QuantizationPlan:
             first).
         entries: one dict per quantization point or fused op, for
             `summary()`.
+        tensors: `{key: tensor}`, the float model's tensor each range
+            quantizes (the input, each fused op's activation output, each
+            requantizing op's output).
         skipped: `(layer name, reason)` of layers left to the converter.
     """
 
@@ -450,6 +453,8 @@ class QuantizationPlan:
             calls[id(node.operation)] = calls.get(id(node.operation), 0) + 1
         self.actions = {}
         self.keys = ["input"]
+        # The float model's tensor each range quantizes (`calibrate`).
+        self.tensors = {"input": self.graph.inputs[0]}
         self.entries = [{"kind": INPUT, "layers": ["input"], "range": "input"}]
         self.skipped = []
         used = set()
@@ -496,6 +501,7 @@ class QuantizationPlan:
                     continue
                 act, last = fuse_activation(node)
                 key = new_key(last.name)
+                self.tensors[key] = last.outputs[0]
                 self.actions[id(node)] = (
                     "fused", "bn", None, op, act, op.name, key
                 )  # fmt: skip
@@ -536,6 +542,7 @@ class QuantizationPlan:
                         names.append(tail.name)
                         last = tail
                 key = new_key(last.name)
+                self.tensors[key] = last.outputs[0]
                 # The fused layer computes the BN's output (the conv's
                 # without a BN) before the activation: it takes that
                 # layer's name, so a tap declared on it reads the same
@@ -583,6 +590,7 @@ class QuantizationPlan:
     def _requant(self, node, new_key, act, tail=None):
         tail = tail or node
         key = new_key(tail.name)
+        self.tensors[key] = tail.outputs[0]
         self.actions[id(node)] = ("requant", act, key)
         names = [node.name] + ([tail.name] * (tail is not node))
         self.entries.append({"kind": REQUANT, "layers": names, "range": key})
