@@ -155,6 +155,14 @@ class _OrderOffset(keras.callbacks.Callback):
         self.orders.epoch = int(epoch) + self.offset
 
 
+def _ranges(qat):
+    """The technique's activation ranges, rounded, for the notes."""
+    return {
+        k: [round(float(v), 3) for v in keras.ops.convert_to_numpy(r)]
+        for k, r in qat.ranges.items()
+    }
+
+
 def run_seed(args, name, seed, out_dir):
     model, info = float_model(args, name, seed)
     float_s = info["train_s"]
@@ -211,10 +219,7 @@ def run_seed(args, name, seed, out_dir):
     }
     ptq_row.update(file_row(ptq))
     qat_row.update(file_row(q))
-    ranges = {
-        k: [round(float(v), 3) for v in keras.ops.convert_to_numpy(r)]
-        for k, r in qat.ranges.items()
-    }
+    ranges = _ranges(qat)
     # The same QAT weights, the ranges set from the images the
     # post-training file is calibrated on (un-augmented), not from the
     # augmented training batches.
@@ -234,10 +239,7 @@ def run_seed(args, name, seed, out_dir):
     if args.list_ranges:  # the trained ranges against the calibrated ones
         ptq_row["calibrated_ranges"] = calibrated_ranges(ptq_path)
         qat_row["qat_ranges"] = ranges
-        cal_row["qat_ranges"] = {
-            k: [round(float(v), 3) for v in keras.ops.convert_to_numpy(r)]
-            for k, r in qat.ranges.items()
-        }
+        cal_row["qat_ranges"] = _ranges(qat)
     float_row = {
         **base,
         "arm": "float",
