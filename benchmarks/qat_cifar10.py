@@ -61,10 +61,12 @@ MODEL_KWARGS = {"mobilenet_v2": {"alpha": 0.35, "cifar_stem": True}}
 
 
 def fresh_splits(args, seed):
+    """The seed's CIFAR-10 splits (`--n-per-class 0`: the full training
+    set, as the scoreboard trains)."""
     return data.load_dataset(
         "cifar10",
         batch_size=args.batch_size,
-        n_per_class=args.n_per_class,
+        n_per_class=args.n_per_class or None,
         seed=seed,
         test_n_per_class=args.test_n_per_class,
     )
@@ -293,7 +295,12 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["resnet8"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--n-per-class", type=int, default=500)
+    p.add_argument(
+        "--n-per-class",
+        type=int,
+        default=500,
+        help="training images per class (0: the full training set)",
+    )
     p.add_argument("--test-n-per-class", type=int, default=None)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=0.05)

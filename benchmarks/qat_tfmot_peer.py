@@ -231,7 +231,12 @@ def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--models", nargs="+", default=["resnet8"])
     p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument("--n-per-class", type=int, default=500)
+    p.add_argument(
+        "--n-per-class",
+        type=int,
+        default=500,
+        help="training images per class (0: the full training set)",
+    )
     p.add_argument("--test-n-per-class", type=int, default=None)
     p.add_argument("--qat-epochs", type=int, default=2)
     p.add_argument("--qat-lr", type=float, default=0.002)
