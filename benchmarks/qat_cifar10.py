@@ -64,6 +64,20 @@ from keras_compact.quantization.micro import output_step
 MODEL_KWARGS = {"mobilenet_v2": {"alpha": 0.35, "cifar_stem": True}}
 
 
+def add_data_arguments(p):
+    """The models, seeds and data arguments this benchmark shares with its
+    tfmot peer (`qat_tfmot_peer.py`), which reads the same splits."""
+    p.add_argument("--models", nargs="+", default=["resnet8"])
+    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
+    p.add_argument(
+        "--n-per-class",
+        type=int,
+        default=500,
+        help="training images per class (0: the full training set)",
+    )
+    p.add_argument("--test-n-per-class", type=int, default=None)
+
+
 def fresh_splits(args, seed):
     """The seed's CIFAR-10 splits (`--n-per-class 0`: the full training
     set, as the scoreboard trains)."""
@@ -297,15 +311,7 @@ def run_in_schedule(args, name, seed, out_dir):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["resnet8"])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument(
-        "--n-per-class",
-        type=int,
-        default=500,
-        help="training images per class (0: the full training set)",
-    )
-    p.add_argument("--test-n-per-class", type=int, default=None)
+    add_data_arguments(p)
     p.add_argument("--epochs", type=int, default=20)
     p.add_argument("--lr", type=float, default=0.05)
     p.add_argument("--qat-epochs", type=int, default=2)

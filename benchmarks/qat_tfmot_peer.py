@@ -41,7 +41,12 @@ import tensorflow as tf  # noqa: E402
 import tensorflow_model_optimization as tfmot  # noqa: E402
 import tf_keras  # noqa: E402
 from harness import RunLog, write_results  # noqa: E402
-from qat_cifar10 import file_row, fresh_splits, test_arrays  # noqa: E402
+from qat_cifar10 import (  # noqa: E402
+    add_data_arguments,
+    file_row,
+    fresh_splits,
+    test_arrays,
+)
 from tf_keras_recipe import compile_like_recipe  # noqa: E402
 
 from keras_compact import data  # noqa: E402
@@ -229,15 +234,7 @@ def run_seed(args, name, seed, out_dir):
 
 def main():
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    p.add_argument("--models", nargs="+", default=["resnet8"])
-    p.add_argument("--seeds", type=int, nargs="+", default=[0, 1])
-    p.add_argument(
-        "--n-per-class",
-        type=int,
-        default=500,
-        help="training images per class (0: the full training set)",
-    )
-    p.add_argument("--test-n-per-class", type=int, default=None)
+    add_data_arguments(p)
     p.add_argument("--qat-epochs", type=int, default=2)
     p.add_argument("--qat-lr", type=float, default=0.002)
     p.add_argument("--weight-decay", type=float, default=5e-5)
