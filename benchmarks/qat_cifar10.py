@@ -45,6 +45,7 @@ Writes benchmarks/results/<name>.{json,md} (default name qat_cifar10).
 """
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
@@ -76,6 +77,26 @@ def add_data_arguments(p):
         help="training images per class (0: the full training set)",
     )
     p.add_argument("--test-n-per-class", type=int, default=None)
+    p.add_argument(
+        "--keep-files",
+        default=None,
+        metavar="DIR",
+        help="keep the int8 .tflite files in DIR (for paired comparisons "
+        "with paired_int8.py); default: a temporary folder",
+    )
+
+
+@contextlib.contextmanager
+def files_dir(args, prefix):
+    """The folder the int8 files go to: `--keep-files`, or a temporary one
+    removed afterwards."""
+    if args.keep_files:
+        folder = pathlib.Path(args.keep_files).expanduser()
+        folder.mkdir(parents=True, exist_ok=True)
+        yield os.fspath(folder)
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as out_dir:
+        yield out_dir
 
 
 def fresh_splits(args, seed):
@@ -374,7 +395,7 @@ def main():
         *(("qat_order_offset",) if args.qat_order_offset else ()),
     )
     log = RunLog(args.name, budget)
-    with tempfile.TemporaryDirectory(prefix="qat_bench_") as out_dir:
+    with files_dir(args, "qat_bench_") as out_dir:
         if args.report:  # tables of the finished runs only
             args.models = []
         for name in args.models:

@@ -29,7 +29,6 @@ import argparse
 import inspect
 import os
 import pathlib
-import tempfile
 import time
 
 os.environ["TF_USE_LEGACY_KERAS"] = "1"
@@ -44,6 +43,7 @@ from harness import RunLog, write_results  # noqa: E402
 from qat_cifar10 import (  # noqa: E402
     add_data_arguments,
     file_row,
+    files_dir,
     fresh_splits,
     test_arrays,
 )
@@ -258,7 +258,7 @@ def main():
         "tfmot": getattr(tfmot, "__version__", "0.8"),
     }
     log = RunLog(args.name, budget)
-    with tempfile.TemporaryDirectory(prefix="qat_peer_") as out_dir:
+    with files_dir(args, "qat_peer_") as out_dir:
         for name in args.models:
             for seed in args.seeds:
                 if log.done(model=name, seed=seed):
