@@ -77,6 +77,14 @@ def main():
         help="a label and two .tflite files (repeat for more pairs)",
     )
     p.add_argument("--test-n-per-class", type=int, default=None)
+    p.add_argument(
+        "--kernels",
+        choices=("optimized", "reference"),
+        default="optimized",
+        help="LiteRT's default (optimized) kernels, what the benchmarks' "
+        "int8 accuracy uses, or its reference kernels, whose integer "
+        "arithmetic the microcontroller runtime ports",
+    )
     p.add_argument("--name", default="paired_int8")
     p.add_argument("--note", default="")
     args = p.parse_args()
@@ -100,7 +108,7 @@ def main():
 
     def is_correct(path):
         if path not in correct:
-            out = run_tflite(path, x)
+            out = run_tflite(path, x, kernels=args.kernels)
             correct[path] = np.argmax(out, axis=-1) == y
         return correct[path]
 
@@ -110,13 +118,14 @@ def main():
         row.update(a=pathlib.Path(a).name, b=pathlib.Path(b).name)
         print(row, flush=True)
         rows.append(row)
-    budget = harness.budget_of(args, "test_n_per_class")
+    budget = harness.budget_of(args, "test_n_per_class", "kernels")
     budget["n_test"] = len(y)
     notes = [
         "b_minus_a: accuracy of B minus A; a_only / b_only: test images "
         "only A / only B classifies correctly; p: exact two-sided McNemar "
         "test; ci95: normal 95% interval of b_minus_a for paired "
-        "proportions. Files run on LiteRT's default kernels at batch 1.",
+        "proportions. Files run on LiteRT at batch 1, on its "
+        f"{args.kernels} kernels.",
     ]
     if args.note:
         notes.insert(0, args.note)
