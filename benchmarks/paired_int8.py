@@ -10,6 +10,13 @@ only and `b_only` right in B only, B - A = (b_only - a_only) / n, and
   accuracy differ at least this much on these images;
 - `ci95`: the normal 95% interval of B - A for paired proportions.
 
+`--pool LABEL TEXT` adds a row over every pair whose label holds TEXT (for
+example the same two methods on several models and seeds): the discordant
+images of those pairs summed, B - A over all their test images, the exact
+McNemar test of the summed counts (under "no difference" each discordant
+image is a fair coin in every pair, so the sum is one binomial) and the
+interval from the pairs' summed variances.
+
 A difference whose interval holds 0 is not resolved by this test set: on
 10,000 images two fine-tunes of one float model typically differ on a few
 hundred images, which makes a 0.2-0.3 point gap a coin's toss.
@@ -48,15 +55,33 @@ def mcnemar_exact(a_only, b_only):
 
 def paired(label, correct_a, correct_b):
     """The row comparing two boolean vectors of per-image correctness."""
-    n = len(correct_a)
-    a_only = int(np.sum(correct_a & ~correct_b))
-    b_only = int(np.sum(correct_b & ~correct_a))
+    return pooled(label, [(correct_a, correct_b)])
+
+
+def pooled(label, pairs):
+    """The row comparing the A and B vectors of per-image correctness of
+    one or more pairs, each pair on its own test images: counts summed,
+    the variance of B - A summed over the pairs."""
+    if not pairs:
+        raise ValueError(
+            f"Expected at least one pair for {label!r}. Received: []"
+        )
+    n = a_only = b_only = right_a = right_b = 0
+    var = 0.0
+    for correct_a, correct_b in pairs:
+        m = len(correct_a)
+        a = int(np.sum(correct_a & ~correct_b))
+        b = int(np.sum(correct_b & ~correct_a))
+        var += max(a + b - (b - a) ** 2 / m, 0)
+        n, a_only, b_only = n + m, a_only + a, b_only + b
+        right_a += int(np.sum(correct_a))
+        right_b += int(np.sum(correct_b))
     diff = (b_only - a_only) / n
-    se = math.sqrt(max(a_only + b_only - (b_only - a_only) ** 2 / n, 0)) / n
+    se = math.sqrt(var) / n
     return {
         "pair": label,
-        "acc_a": float(np.mean(correct_a)),
-        "acc_b": float(np.mean(correct_b)),
+        "acc_a": right_a / n,
+        "acc_b": right_b / n,
         "b_minus_a": diff,
         "a_only": a_only,
         "b_only": b_only,
@@ -76,6 +101,14 @@ def main():
         metavar=("LABEL", "A", "B"),
         help="a label and two .tflite files (repeat for more pairs)",
     )
+    p.add_argument(
+        "--pool",
+        nargs=2,
+        action="append",
+        default=[],
+        metavar=("LABEL", "TEXT"),
+        help="a row pooling every pair whose label holds TEXT (repeatable)",
+    )
     p.add_argument("--test-n-per-class", type=int, default=None)
     p.add_argument(
         "--kernels",
@@ -94,6 +127,12 @@ def main():
                 raise FileNotFoundError(
                     f"Expected an existing .tflite file. Received: {f!r}"
                 )
+    for label, text in args.pool:
+        if not any(text in pair[0] for pair in args.pair):
+            raise ValueError(
+                f"Expected --pool {label!r} to match a --pair label. "
+                f"Received: {text!r}, labels {[pair[0] for pair in args.pair]}"
+            )
     # The test images do not depend on the seed or the training subset.
     splits = fresh_splits(
         argparse.Namespace(
@@ -116,6 +155,18 @@ def main():
     for label, a, b in args.pair:
         row = paired(label, is_correct(a), is_correct(b))
         row.update(a=pathlib.Path(a).name, b=pathlib.Path(b).name)
+        print(row, flush=True)
+        rows.append(row)
+    for label, text in args.pool:
+        row = pooled(
+            label,
+            [
+                (is_correct(a), is_correct(b))
+                for lab, a, b in args.pair
+                if text in lab
+            ],
+        )
+        row.update(a="", b="")
         print(row, flush=True)
         rows.append(row)
     budget = harness.budget_of(args, "test_n_per_class", "kernels")

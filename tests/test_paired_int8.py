@@ -48,3 +48,38 @@ def test_identical_files_do_not_differ():
     assert row["b_minus_a"] == 0
     assert row["ci95_low"] == row["ci95_high"] == 0
     assert row["p"] == 1.0
+
+
+def test_pooled_sums_discordant_images_and_variances():
+    rng = np.random.default_rng(1)
+    pairs = []
+    for n, flips in ((1000, 120), (500, 80)):
+        a = rng.random(n) < 0.8
+        b = a.copy()
+        flip = rng.choice(n, flips, replace=False)
+        b[flip] = ~b[flip]
+        pairs.append((a, b))
+    rows = [paired_int8.paired(str(i), a, b) for i, (a, b) in enumerate(pairs)]
+    row = paired_int8.pooled("both", pairs)
+    assert row["a_only"] == rows[0]["a_only"] + rows[1]["a_only"]
+    assert row["b_only"] == rows[0]["b_only"] + rows[1]["b_only"]
+    assert row["a_only"] + row["b_only"] == 200
+    # B - A over all 1,500 images, which is the n-weighted mean of the pairs.
+    assert math.isclose(
+        row["b_minus_a"],
+        (1000 * rows[0]["b_minus_a"] + 500 * rows[1]["b_minus_a"]) / 1500,
+    )
+    assert math.isclose(
+        row["acc_b"], np.concatenate([pairs[0][1], pairs[1][1]]).mean()
+    )
+    assert math.isclose(
+        row["p"], paired_int8.mcnemar_exact(row["a_only"], row["b_only"])
+    )
+    # Variances add: the pooled half-width is sqrt(sum (n_i * h_i)^2) / n.
+    half = [(r["ci95_high"] - r["ci95_low"]) / 2 for r in rows]
+    pooled_half = (row["ci95_high"] - row["ci95_low"]) / 2
+    assert math.isclose(
+        pooled_half, math.hypot(1000 * half[0], 500 * half[1]) / 1500
+    )
+    # One pair pooled is that pair.
+    assert paired_int8.pooled("0", pairs[:1]) == rows[0]
