@@ -736,15 +736,18 @@ def seeds_note(runs):
 
 def campaign_hours(saved):
     """CPU hours the campaign has spent: every finished run (replaced ones
-    included, QAT phases included) and each teacher once."""
+    included, QAT phases included) and each teacher training once (the
+    runs distilled from one training record its hours; a teacher trained
+    again, after its checkpoint was lost with a machine, records other
+    hours and counts again)."""
     rows = saved.get("runs", []) + saved.get("superseded", [])
     runs = sum(run_hours(r) for r in rows)
     teachers = {
-        (ALL_TASKS[r["task"]][0], r["teacher"]): r["teacher_hours"]
+        (ALL_TASKS[r["task"]][0], r["teacher"], r["teacher_hours"])
         for r in rows
         if r.get("teacher_hours") is not None
     }
-    teacher_hours = sum(teachers.values())
+    teacher_hours = sum(hours for *_, hours in teachers)
     return {
         "total": runs + teacher_hours,
         "runs": runs,
@@ -964,8 +967,9 @@ def report(args):
     notes.append(
         f"CPU hours spent so far: {hours['total']:.1f} ({hours['n_runs']} "
         f"runs, {hours['n_superseded']} of them replaced: "
-        f"{hours['runs']:.1f} h; {hours['n_teachers']} teachers, each "
-        f"counted once: {hours['teachers']:.1f} h), measured while other "
+        f"{hours['runs']:.1f} h; {hours['n_teachers']} teacher trainings, a "
+        "teacher trained again after a lost machine counted again: "
+        f"{hours['teachers']:.1f} h), measured while other "
         "trainings often shared the cores"
     )
     notes.append(

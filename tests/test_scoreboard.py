@@ -111,7 +111,7 @@ def test_save_run_appends_and_keeps_replaced_rows(tmp_path, monkeypatch):
     assert sb.load_runs("missing") == []
 
 
-def test_campaign_hours_count_each_teacher_once():
+def test_campaign_hours_count_each_teacher_training_once():
     teacher = {"teacher": "resnet20 {}", "teacher_hours": 2.0}
     saved = {
         "runs": [
@@ -124,6 +124,13 @@ def test_campaign_hours_count_each_teacher_once():
                 **teacher,
             },
             {"task": "fmnist_tiny_cnn", "train_hours": 0.5, **teacher},
+            # The CIFAR-10 teacher trained again (a lost checkpoint).
+            {
+                "task": "cifar10_resnet8_w0.5",
+                "train_hours": 0.5,
+                "teacher": "resnet20 {}",
+                "teacher_hours": 2.5,
+            },
         ],
         "superseded": [
             {
@@ -135,12 +142,13 @@ def test_campaign_hours_count_each_teacher_once():
         ],
     }
     hours = scoreboard.campaign_hours(saved)
-    assert hours["runs"] == pytest.approx(5.25)
-    # resnet20 for CIFAR-10, resnet20 and the tiny CNN for Fashion-MNIST.
-    assert hours["n_teachers"] == 3
-    assert hours["teachers"] == pytest.approx(4.25)
-    assert hours["total"] == pytest.approx(9.5)
-    assert (hours["n_runs"], hours["n_superseded"]) == (5, 1)
+    assert hours["runs"] == pytest.approx(5.75)
+    # resnet20 for CIFAR-10 twice, resnet20 and the tiny CNN for
+    # Fashion-MNIST: the runs sharing one training count it once.
+    assert hours["n_teachers"] == 4
+    assert hours["teachers"] == pytest.approx(6.75)
+    assert hours["total"] == pytest.approx(12.5)
+    assert (hours["n_runs"], hours["n_superseded"]) == (6, 1)
 
 
 def test_verdict_compares_the_recipe_with_the_best_single_on_its_seed():
